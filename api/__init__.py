@@ -1,0 +1,1 @@
+"""emsops HTTP API, job runner and command line."""
