@@ -1,0 +1,70 @@
+"""The `emsops` command line: lab, verify, serve, token, drill."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+class CliError(Exception):
+    """A usage or input problem reported on stderr with exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from api import verify
+    from lab import cli as lab_cli
+
+    parser = argparse.ArgumentParser(
+        prog="emsops", description="O&M automation for the Kangpai EMS: lab, verification, API.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    lab_cli.add_parser(sub)
+    verify.add_parser(sub)
+    _add_service_parsers(sub)
+    return parser
+
+
+def _add_service_parsers(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run the HTTP API for the ticket system")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_serve)
+
+    token = sub.add_parser("token", help="manage API tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    create = tsub.add_parser("create", help="create a token and print it once")
+    create.add_argument("--role", required=True, choices=["ticket-system", "engineer", "admin"])
+    create.set_defaults(func=_token_create)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from api.tokens import create_token
+
+    print(create_token(args.role))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lab.errors import LabError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (LabError, CliError) as exc:
+        print(f"emsops: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emsops: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The lab: local sites of real hosts (systemd-nspawn containers) for testing emsops."""

@@ -1,0 +1,70 @@
+"""Where the lab keeps its state and which hosts a lab site has."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    address: str
+    groups: tuple[str, ...]
+
+
+BRIDGE = os.environ.get("EMSOPS_LAB_BRIDGE", "emslab0")
+SUBNET_PREFIX = os.environ.get("EMSOPS_LAB_SUBNET", "10.231.0")
+BRIDGE_ADDRESS = f"{SUBNET_PREFIX}.1"
+PREFIX_LEN = 24
+MIRROR_PORT = 3142
+SUITE = "bookworm"
+DEBIAN_URL = "http://deb.debian.org/debian"
+
+# The base image every host boots from. Changing the recipe changes the cache key, so the
+# image is rebuilt exactly when what it would contain changes.
+BASE_PACKAGES = (
+    "openssh-server", "python3", "python3-apt", "systemd", "systemd-sysv", "dbus",
+    "iproute2", "sudo", "ca-certificates",
+)
+IMAGE_RECIPE_VERSION = 1
+
+HOSTS: tuple[HostSpec, ...] = (
+    HostSpec("ems-app", f"{SUBNET_PREFIX}.11", ("ems_app",)),
+    HostSpec("ems-db", f"{SUBNET_PREFIX}.12", ("ems_db",)),
+    HostSpec("ems-gw1", f"{SUBNET_PREFIX}.13", ("ems_gateways",)),
+    HostSpec("meters", f"{SUBNET_PREFIX}.14", ("ems_meters",)),
+    HostSpec("backup", f"{SUBNET_PREFIX}.15", ("backup_servers",)),
+    HostSpec("standby", f"{SUBNET_PREFIX}.16", ("standby",)),
+)
+
+# Every inventory group of the design, also those the lab leaves empty.
+GROUPS = ("ems_app", "ems_db", "ems_gateways", "ems_meters", "backup_servers", "standby",
+          "network_devices")
+
+
+def host_spec(name: str) -> HostSpec:
+    for spec in HOSTS:
+        if spec.name == name:
+            return spec
+    known = ", ".join(h.name for h in HOSTS)
+    from lab.errors import LabError
+
+    raise LabError(f"unknown lab host {name!r}; the lab has: {known}")
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("EMSOPS_LAB_DIR", "/var/lib/emsops/lab"))
+
+
+def image_key() -> str:
+    recipe = f"{IMAGE_RECIPE_VERSION}|{SUITE}|{DEBIAN_URL}|{','.join(sorted(BASE_PACKAGES))}"
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def inventory_dir() -> Path:
+    return REPO_ROOT / "inventories" / "lab"

@@ -1,0 +1,89 @@
+"""Lab operations behind `emsops lab ...`: bring a site of hosts up, down, wipe one, status."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from lab import config, image, mirror, network
+from lab.hosts import Host, all_hosts, ensure_client_key, host, ssh_base_args
+from lab.inventory import write_inventory
+from lab.system import require_root, require_tools
+
+
+def _preflight() -> None:
+    require_root()
+    require_tools()
+
+
+def up(log=print) -> Path:
+    """Idempotent: whatever already runs is left alone, the rest is created and booted."""
+    _preflight()
+    base = image.ensure_image(log)
+    network.ensure_bridge()
+    mirror.ensure_mirror()
+    ensure_client_key()
+    hosts = all_hosts()
+    for h in hosts:
+        if not h.running():
+            h.mount(base)
+            h.boot()
+    for h in hosts:
+        h.wait_ready()
+    inventory = write_inventory()
+    log(f"lab is up: {len(hosts)} hosts; inventory {inventory}")
+    return inventory
+
+
+def down(purge: bool = False, log=print) -> None:
+    """Stop every host, unmount, remove the bridge and stop the mirror.
+
+    With purge, the hosts' disks go too (the cached base image stays)."""
+    _preflight()
+    for h in all_hosts():
+        h.stop()
+        if purge:
+            h.discard_disk()
+            shutil.rmtree(h.dir, ignore_errors=True)
+    network.remove_bridge()
+    mirror.stop_mirror()
+    log("lab is down" + (" and its disks are gone" if purge else ""))
+
+
+def wipe(name: str, log=print) -> None:
+    """Replace a host's disk with the bare base OS and boot it (the 'disk died' case)."""
+    _preflight()
+    h = host(name)
+    base = image.ensure_image(log)
+    h.stop()
+    h.discard_disk()
+    network.ensure_bridge()
+    ensure_client_key()
+    h.mount(base)
+    h.boot()
+    h.wait_ready()
+    log(f"{name} wiped: it runs the bare base OS with new SSH host keys")
+
+
+def status() -> list[dict]:
+    rows = []
+    for h in all_hosts():
+        state = "running" if h.running() else ("stopped" if h.exists() else "absent")
+        rows.append({"host": h.spec.name, "state": state, "address": h.spec.address,
+                     "groups": ",".join(h.spec.groups),
+                     "ssh": "up" if state == "running" and h.ssh_reachable() else "down"})
+    return rows
+
+
+def ssh(name: str, command: list[str]) -> None:
+    """Replace this process with an SSH session (or command) on the host."""
+    h: Host = host(name)
+    args = ssh_base_args(h.spec)
+    if not command:
+        args.insert(1, "-t")
+    os.execvp("ssh", [*args, *command])
+
+
+def image_info() -> dict:
+    return {"path": str(image.image_path()), "recipe": config.image_key()}

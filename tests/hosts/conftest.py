@@ -1,0 +1,89 @@
+"""Plumbing for the host suites: group selection, inventory variables, the verdict report.
+
+Each suite module declares the inventory groups it describes with ``pytestmark =
+pytest.mark.groups(...)``; a host only runs the suites of its groups. When
+EMSOPS_VERIFY_REPORT is set, every result is written there for `emsops verify`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "groups(*names): inventory groups the suite applies to")
+    config._emsops_results = []  # type: ignore[attr-defined]
+
+
+def _host_of(item: pytest.Item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("_testinfra_host") if callspec else None
+
+
+def _groups_of(host) -> set[str]:
+    cache = host.__dict__.setdefault("_emsops_groups", None)
+    if cache is None:
+        cache = set(host.ansible.get_variables().get("group_names", []))
+        host.__dict__["_emsops_groups"] = cache
+    return cache
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("groups")
+        host = _host_of(item)
+        if marker is None or host is None or _groups_of(host) & set(marker.args):
+            keep.append(item)
+        else:
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    host = _host_of(item)
+    if host is None or (report.when != "call" and report.passed):
+        return
+    message = ""
+    if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = crash.message if crash else str(report.longrepr)[-500:]
+    name = item.name.split("[", 1)[0]
+    params = {k: v for k, v in item.callspec.params.items() if k != "_testinfra_host"}
+    if params:
+        name += "[" + ",".join(str(v) for v in params.values()) + "]"
+    item.config._emsops_results.append({  # type: ignore[attr-defined]
+        "host": host.backend.get_hostname(), "test": name,
+        "outcome": report.outcome, "message": message.splitlines()[0][:300] if message else ""})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = os.environ.get("EMSOPS_VERIFY_REPORT")
+    if path:
+        with open(path, "w") as f:
+            json.dump(session.config._emsops_results, f)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def hostvars(host) -> dict:
+    """The host's inventory variables (templated by ansible-inventory where it can)."""
+    return host.ansible.get_variables()
+
+
+def http_json(host, url: str, timeout: float = 5.0):
+    """GET a JSON document from the host's own point of view (the host's Python, no curl)."""
+    script = ("import json,sys,urllib.request,urllib.error\n"
+              "try:\n r=urllib.request.urlopen(sys.argv[1],timeout=float(sys.argv[2]))\n"
+              " print(json.dumps({'status':r.status,'body':json.load(r)}))\n"
+              "except urllib.error.HTTPError as e:\n"
+              " print(json.dumps({'status':e.code,'body':json.load(e)}))\n")
+    out = host.check_output("python3 -c %s %s %s", script, url, str(timeout))
+    return json.loads(out)
