@@ -1,0 +1,1 @@
+"""Kangpai reference EMS: meter simulator, gateway collector, platform, aggregation, migrations."""

@@ -1,0 +1,1 @@
+"""Optional product modules: a file here ships only in releases that provide that module."""
