@@ -1,0 +1,67 @@
+"""Request dependencies: the app context and the authenticated caller with role checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.context import AppContext
+from api.errors import Forbidden, Unauthenticated
+from api.tokens import Role, hash_token
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `emsops token create`")
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+@dataclass(frozen=True)
+class Caller:
+    token_id: str
+    role: Role
+
+    @property
+    def is_vendor_staff(self) -> bool:
+        return self.role in (Role.ENGINEER, Role.ADMIN)
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def current_caller(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ctx: Ctx,
+) -> Caller:
+    if credentials is None:
+        raise Unauthenticated("a bearer token is required")
+    row = ctx.store.token_by_hash(hash_token(credentials.credentials))
+    if row is None:
+        raise Unauthenticated("unknown or revoked token")
+    return Caller(token_id=row["id"], role=Role(row["role"]))
+
+
+class Allow:
+    """Route dependency: the caller must hold one of `roles`."""
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles = frozenset(roles)
+
+    def __call__(self, caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+        if caller.role not in self.roles:
+            raise Forbidden(
+                f"role {caller.role.value} may not do this",
+                detail={"allowed": sorted(r.value for r in self.roles)},
+            )
+        return caller
+
+
+ANY_ROLE = Allow(*Role)
+AnyCaller = Annotated[Caller, Depends(ANY_ROLE)]
+StaffCaller = Annotated[Caller, Depends(Allow(Role.ENGINEER, Role.ADMIN))]
+AdminCaller = Annotated[Caller, Depends(Allow(Role.ADMIN))]
+# Payments and guarantees come from the ticket system (or an admin), never from engineers.
+TicketsCaller = Annotated[Caller, Depends(Allow(Role.TICKET_SYSTEM, Role.ADMIN))]

@@ -1,0 +1,297 @@
+"""Request and response bodies: inputs forbid unknown fields, each service has its parameters."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from api.entitlements import LINE_RE, VERSION_RE, ContractState, Tier
+from api.inventory import LIMIT_RE
+
+Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+Version = Annotated[str, StringConstraints(pattern=VERSION_RE.pattern)]
+VersionLine = Annotated[str, StringConstraints(pattern=LINE_RE.pattern)]
+Module = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Limit = Annotated[str, StringConstraints(pattern=LIMIT_RE)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Money = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- per-service parameters (reach the playbook as emsops_job.parameters, marked unsafe) --------
+
+
+class NoParameters(Input):
+    pass
+
+
+class RestoreParameters(Input):
+    reason: Literal["fails_to_start", "abnormal_operation", "expansion"] = "abnormal_operation"
+
+
+class RepairNetworkParameters(Input):
+    issue: Literal["lan_change", "ip_conflict"]
+
+
+class TroubleshootDataParameters(Input):
+    symptom: Literal["missing", "inaccurate", "abnormal_collection"]
+    meters: list[Ident] = Field(default_factory=list, max_length=256)
+
+
+class ReinstallParameters(Input):
+    snapshot: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8,64}$")] | None = Field(
+        default=None, description="restic snapshot id; default: the newest for each host"
+    )
+
+
+class UpgradeParameters(Input):
+    target_version: Version
+    modules: list[Module] | None = Field(
+        default=None, max_length=32, description="modules to run; default: the licensed ones"
+    )
+
+
+class _JobBase(Input):
+    ticket_id: Ident
+    customer_id: Ident
+    note: Text | None = Field(
+        default=None,
+        description="free text from the ticket for the run's report; never templated by Ansible",
+    )
+    limit: Limit = Field(
+        default="all", description="host pattern, resolved against the customer's inventory"
+    )
+
+
+class InspectJob(_JobBase):
+    service: Literal["inspect"]
+    parameters: NoParameters = Field(default_factory=NoParameters)
+
+
+class RestoreJob(_JobBase):
+    service: Literal["restore"]
+    parameters: RestoreParameters = Field(default_factory=RestoreParameters)
+
+
+class RepairNetworkJob(_JobBase):
+    service: Literal["repair_network"]
+    parameters: RepairNetworkParameters
+
+
+class TroubleshootDataJob(_JobBase):
+    service: Literal["troubleshoot_data"]
+    parameters: TroubleshootDataParameters
+
+
+class ReinstallJob(_JobBase):
+    service: Literal["reinstall"]
+    parameters: ReinstallParameters = Field(default_factory=ReinstallParameters)
+
+
+class UpgradeJob(_JobBase):
+    service: Literal["upgrade"]
+    parameters: UpgradeParameters
+
+
+class InternalJob(_JobBase):
+    """Vendor staff only (roles engineer and admin)."""
+
+    service: Literal["backup", "drill", "site"]
+    parameters: NoParameters = Field(default_factory=NoParameters)
+
+
+JobRequest = Annotated[
+    InspectJob
+    | RestoreJob
+    | RepairNetworkJob
+    | TroubleshootDataJob
+    | ReinstallJob
+    | UpgradeJob
+    | InternalJob,
+    Field(discriminator="service"),
+]
+
+
+class QuoteRequest(Input):
+    customer_id: Ident
+    service: Literal["onsite", "restore", "repair_network", "troubleshoot_data", "reinstall"]
+    ticket_id: Ident | None = Field(
+        default=None, description="when given, the answer says whether it is already settled"
+    )
+    ticket_started_at: AwareDatetime | None = None
+    ticket_ended_at: AwareDatetime | None = None
+    long_distance: bool = False
+
+
+class CustomerIn(Input):
+    name: Text
+    webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$")] | None = None
+
+
+class ContractIn(Input):
+    tier: Tier
+    state: ContractState
+    licensed_modules: list[Module] = Field(max_length=32)
+    version_line: VersionLine
+    ends_on: date | None = None
+
+
+class SiteIn(Input):
+    inventory: Annotated[str, StringConstraints(min_length=1, max_length=1000)] = Field(
+        description="inventory path on the API host; relative paths start at the project folder"
+    )
+    installed_version: Version | None = None
+
+
+class SettlementIn(Input):
+    service: Literal["onsite", "restore", "repair_network", "troubleshoot_data", "reinstall"]
+    kind: Literal["payment", "guarantee"]
+    amount: Money | None = Field(default=None, description="required for a payment")
+    reference: Text
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    detail: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class QuoteLineOut(BaseModel):
+    description: str
+    quantity: int
+    unit_price: str
+    amount: str
+
+
+class QuoteOut(BaseModel):
+    currency: str
+    lines: list[QuoteLineOut]
+    net: str
+    tax_rate: str
+    tax: str
+    total: str
+    tax_included: bool
+    example_prices: bool
+
+
+class DecisionOut(BaseModel):
+    outcome: Literal["covered", "billable", "refused"]
+    rule: str
+    reason: str
+    quote: QuoteOut | None
+    settled: bool
+    runnable: bool
+    details: dict[str, Any]
+
+
+class HostStats(BaseModel):
+    ok: int
+    changed: int
+    dark: int
+    failures: int
+    ignored: int
+    processed: int
+    rescued: int
+    skipped: int
+
+
+class JobOut(BaseModel):
+    id: str
+    ticket_id: str
+    customer_id: str
+    service: str
+    limit: str
+    hosts: list[str]
+    parameters: dict[str, Any]
+    note: str | None
+    state: Literal["queued", "running", "succeeded", "failed", "canceled", "interrupted"]
+    decision: DecisionOut
+    playbook_status: str | None
+    rc: int | None
+    host_stats: dict[str, HostStats] | None
+    set_stats: dict[str, Any] | None
+    verification: dict[str, Any] | None
+    verdict: bool | None
+    error: str | None
+    cancel_requested: bool
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobOut:
+        fields = {k: v for k, v in row.items() if k in cls.model_fields}
+        fields["limit"] = row["limit_pattern"]
+        fields["cancel_requested"] = bool(row["cancel_requested"])
+        fields["verdict"] = None if row["verdict"] is None else bool(row["verdict"])
+        return cls(**fields)
+
+
+class EventOut(BaseModel):
+    counter: int
+    event: str
+    host: str | None
+    task: str | None
+    created: str | None
+    stdout: str | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    job_id: str
+    state: str
+    events: list[EventOut]
+    next_after: int = Field(description="pass as `after` to get the following page")
+
+
+class CustomerOut(BaseModel):
+    id: str
+    name: str
+    webhook_url: str | None
+    created_at: str
+
+
+class ContractOut(BaseModel):
+    customer_id: str
+    tier: Tier
+    state: ContractState
+    licensed_modules: list[str]
+    version_line: str
+    ends_on: str | None
+    updated_at: str
+
+
+class SiteOut(BaseModel):
+    customer_id: str
+    inventory: str
+    installed_version: str | None
+    updated_at: str
+
+
+class SettlementOut(BaseModel):
+    id: str
+    ticket_id: str
+    service: str
+    kind: str
+    amount: str | None
+    reference: str
+    recorded_by: str
+    recorded_at: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    schema_version: int

@@ -1,0 +1,351 @@
+"""Runs queued jobs: ansible-runner in a thread pool, then verification, then the webhook.
+
+Each run gets a fresh private folder (0700) under the data folder. Caller parameters travel in a
+vars file there, every string tagged `!unsafe`, loaded with `-e @file`: the command line holds its
+path, never its values. The vault password is copied there 0600 for the run only. After the run
+only the redacted stdout, rc and status stay.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from api import store as st
+from api.inventory import Redactor, vault_secrets
+from api.metrics import Metrics
+from api.settings import Settings
+from api.store import Store
+from api.webhooks import Notifier
+
+log = logging.getLogger(__name__)
+
+Verifier = Callable[[Path, "str | None"], dict]
+STAT_KEYS = ("ok", "changed", "dark", "failures", "ignored", "processed", "rescued", "skipped")
+KEPT_ARTIFACTS = ("rc", "status", "stdout", "stderr")
+
+
+def default_verifier(inventory: Path, limit: str | None) -> dict:
+    """The testinfra suites of tests/hosts/, run by api.verify (imported late: it is optional
+    until the lab exists and pulls in pytest)."""
+    from api.verify import run_verification
+
+    return run_verification(inventory, limit)
+
+
+class _Unsafe(str):
+    """A caller string, written with YAML's `!unsafe` tag so Ansible never templates it."""
+
+
+class _VarsDumper(yaml.SafeDumper):
+    pass
+
+
+_VarsDumper.add_representer(
+    _Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data), style='"')
+)
+
+
+def _mark_unsafe(value: Any) -> Any:
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, dict):
+        return {str(k): _mark_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mark_unsafe(v) for v in value]
+    return value
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only, before any byte is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+class _RunCallbacks:
+    """ansible-runner's callbacks for one job."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        store: Store,
+        redactor: Redactor,
+        cancel: threading.Event,
+        stopping: threading.Event,
+    ) -> None:
+        self.job_id, self.store, self.redactor = job_id, store, redactor
+        self.cancel, self.stopping = cancel, stopping
+        self.stats: dict[str, Any] | None = None
+        self.status: str | None = None
+
+    def event(self, data: dict[str, Any]) -> bool:
+        # Redact in place: ansible-runner writes this same dict to artifacts/job_events after us.
+        clean = self.redactor.value(data)
+        data.clear()
+        data.update(clean)
+        event_data = data.get("event_data") or {}
+        if data.get("event") == "playbook_on_stats":
+            self.stats = event_data
+        if "counter" in data:
+            self.store.add_event(
+                job_id=self.job_id,
+                counter=int(data["counter"]),
+                event=data.get("event", ""),
+                host=event_data.get("host"),
+                task=event_data.get("task"),
+                created=data.get("created"),
+                stdout=data.get("stdout"),
+                data={k: v for k, v in data.items() if k != "stdout"},
+            )
+        return True
+
+    def status_changed(self, data: dict[str, Any], runner_config: Any = None) -> None:
+        self.status = data["status"]
+        self.store.update_job(self.job_id, only_if_state=st.RUNNING, playbook_status=self.status)
+
+    def cancelled(self) -> bool:
+        return self.cancel.is_set() or self.stopping.is_set()
+
+    def host_stats(self) -> dict[str, dict[str, int]]:
+        per_host: dict[str, dict[str, int]] = {}
+        for key in STAT_KEYS:
+            for host, count in ((self.stats or {}).get(key) or {}).items():
+                per_host.setdefault(host, dict.fromkeys(STAT_KEYS, 0))[key] = count
+        return per_host
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        verifier: Verifier,
+        notifier: Notifier,
+        metrics: Metrics,
+    ) -> None:
+        self._settings, self._store, self._verifier = settings, store, verifier
+        self._notifier, self._metrics = notifier, metrics
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.workers, thread_name_prefix="emsops-job"
+        )
+        self._cancel: dict[str, threading.Event] = {}
+        self._cancel_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover from a previous process: running jobs were interrupted, queued ones run."""
+        interrupted, queued = self._store.recover()
+        for job_id in interrupted:
+            log.warning("job %s was running when the API stopped: interrupted", job_id)
+            self._notifier.notify(job_id)
+        for job_id in queued:
+            self.submit(job_id)
+
+    def shutdown(self) -> None:
+        """Stop: running playbooks are killed and recorded as interrupted, queued jobs stay."""
+        self._stopping.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def submit(self, job_id: str) -> None:
+        with self._cancel_lock:
+            self._cancel.setdefault(job_id, threading.Event())
+        self._pool.submit(self._run_logged, job_id)
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a queued job at once; ask a running one to stop (its worker records it)."""
+        if self._store.finish_job(
+            job_id,
+            state=st.CANCELED,
+            only_if_state=st.QUEUED,
+            cancel_requested=True,
+            error="canceled before it ran",
+        ):
+            job = self._store.get_job(job_id)
+            self._metrics.jobs_finished.labels(job["service"], st.CANCELED).inc()
+            self._notifier.notify(job_id)
+        elif self._store.update_job(job_id, only_if_state=st.RUNNING, cancel_requested=True):
+            with self._cancel_lock:
+                self._cancel.setdefault(job_id, threading.Event()).set()
+        return self._store.get_job(job_id)
+
+    def _run_logged(self, job_id: str) -> None:
+        try:
+            self._run(job_id)
+        except Exception:
+            log.exception("job %s failed in the runner", job_id)
+            self._store.finish_job(job_id, state=st.FAILED, error="internal error in the runner")
+        finally:
+            with self._cancel_lock:
+                self._cancel.pop(job_id, None)
+
+    def _run(self, job_id: str) -> None:
+        if self._stopping.is_set():
+            return  # stays queued; the next start runs it
+        # Claiming queued -> running is the one transition that lets a worker start the playbook.
+        if not self._store.update_job(
+            job_id, only_if_state=st.QUEUED, state=st.RUNNING, started_at=st.now()
+        ):
+            return
+        job = self._store.get_job(job_id)
+        started = time.monotonic()
+        self._metrics.jobs_running.inc()
+        try:
+            final = self._execute(job)
+        finally:
+            self._metrics.jobs_running.dec()
+        self._store.finish_job(job_id, **final)
+        self._metrics.jobs_finished.labels(job["service"], final["state"]).inc()
+        self._metrics.job_seconds.labels(job["service"]).observe(time.monotonic() - started)
+        self._notifier.notify(job_id)
+
+    def _execute(self, job: dict) -> dict[str, Any]:
+        import ansible_runner
+
+        settings = self._settings
+        job_id = job["id"]
+        inventory = Path(job["inventory"])
+        private = settings.runs_dir / job_id
+        if private.exists():
+            shutil.rmtree(private)  # a queued job re-run after a restart starts fresh
+        private.mkdir(parents=True, mode=0o700)
+        os.chmod(settings.runs_dir, 0o700)
+        with self._cancel_lock:
+            cancel = self._cancel.setdefault(job_id, threading.Event())
+        redactor = Redactor(())
+        try:
+            vars_file = private / "emsops-vars.yml"
+            write_private(
+                vars_file,
+                yaml.dump({"emsops_job": _mark_unsafe(self._job_vars(job))}, Dumper=_VarsDumper),
+            )
+            (private / "env").mkdir(mode=0o700)
+            # Read by ansible-runner even with env files suppressed: how often it checks cancel.
+            write_private(private / "env" / "settings", "pexpect_timeout: 1\n")
+            args = ["-e", f"@{vars_file}"]
+            if settings.vault_password_file is not None:
+                password = settings.vault_password_file.read_text(encoding="utf-8").strip()
+                pass_file = private / "vault-pass"
+                write_private(pass_file, password + "\n")
+                args += ["--vault-password-file", str(pass_file)]
+                redactor = Redactor(
+                    {password}
+                    | vault_secrets(
+                        inventory, password, extra_dirs=[settings.project_dir / "playbooks"]
+                    )
+                )
+            callbacks = _RunCallbacks(
+                job_id=job_id,
+                store=self._store,
+                redactor=redactor,
+                cancel=cancel,
+                stopping=self._stopping,
+            )
+            result = ansible_runner.run(
+                private_data_dir=str(private),
+                ident=job_id,
+                project_dir=str(settings.project_dir),
+                playbook=f"playbooks/{job['service']}.yml",
+                inventory=str(inventory),
+                limit=",".join(job["hosts"]),
+                cmdline=shlex.join(args),
+                suppress_env_files=True,
+                # The ansible-playbook of this Python's environment, whatever PATH the API got.
+                envvars={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+                timeout=settings.job_timeout_s,
+                quiet=True,
+                event_handler=callbacks.event,
+                status_handler=callbacks.status_changed,
+                cancel_callback=callbacks.cancelled,
+            )
+            return self._outcome(job, result.status, result.rc, callbacks)
+        finally:
+            self._clean(private, job_id, redactor)
+
+    @staticmethod
+    def _job_vars(job: dict) -> dict[str, Any]:
+        """The one variable the catalog playbooks read: `emsops_job` (see docs/api.md)."""
+        return {
+            "id": job["id"],
+            "ticket_id": job["ticket_id"],
+            "customer_id": job["customer_id"],
+            "service": job["service"],
+            "parameters": job["parameters"],
+            "note": job["note"],
+            "entitlement": job["decision"].get("details", {}),
+        }
+
+    def _outcome(self, job: dict, status: str, rc: int, callbacks: _RunCallbacks) -> dict:
+        final: dict[str, Any] = {
+            "playbook_status": status,
+            "rc": rc,
+            "host_stats": callbacks.host_stats(),
+            "set_stats": (callbacks.stats or {}).get("artifact_data") or {},
+        }
+        if status == "canceled":
+            if self._stopping.is_set() and not callbacks.cancel.is_set():
+                return {**final, "state": st.INTERRUPTED, "error": "the API stopped during the run"}
+            return {**final, "state": st.CANCELED, "error": "canceled while running"}
+        if status != "successful" or rc != 0:
+            reason = "timed out" if status == "timeout" else f"playbook {status} (rc={rc})"
+            return {**final, "state": st.FAILED, "verdict": False, "error": reason}
+        verification = self._verify(Path(job["inventory"]), ",".join(job["hosts"]))
+        verdict = bool(verification.get("ok"))
+        failing = sorted(h for h, r in (verification.get("hosts") or {}).items() if not r.get("ok"))
+        return {
+            **final,
+            "verification": verification,
+            "verdict": verdict,
+            "state": st.SUCCEEDED if verdict else st.FAILED,
+            "error": None if verdict else "verification failed on: " + (", ".join(failing) or "?"),
+        }
+
+    def _verify(self, inventory: Path, limit: str) -> dict:
+        try:
+            return self._verifier(inventory, limit)
+        except Exception as exc:  # a broken verifier fails the verdict, never the API
+            log.exception("verification crashed")
+            return {"ok": False, "hosts": {}, "error": f"verification crashed: {exc}"}
+
+    @staticmethod
+    def _clean(private: Path, job_id: str, redactor: Redactor) -> None:
+        """Keep only the redacted stdout/stderr, rc and status of the run."""
+        artifacts = private / "artifacts" / job_id
+        for name in KEPT_ARTIFACTS:
+            path = artifacts / name
+            if path.is_file():
+                path.write_text(
+                    redactor.text(path.read_text(encoding="utf-8", errors="replace")),
+                    encoding="utf-8",
+                )
+        for entry in list(private.iterdir()):
+            if entry.name != "artifacts":
+                _remove(entry)
+        if artifacts.is_dir():
+            for entry in list(artifacts.iterdir()):
+                if entry.name not in KEPT_ARTIFACTS:
+                    _remove(entry)

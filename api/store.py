@@ -1,0 +1,603 @@
+"""The API's state: SQLite by default, PostgreSQL through `EMSOPS_DATABASE_URL`, same SQL on both.
+
+One connection per store, used under a lock (each call is one short transaction); timestamps are
+ISO-8601 UTC text and JSON is text, so both engines hold exactly the same values.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from api.errors import HostsHeld, TicketServiceTaken
+
+# Job states. Terminal ones never change again.
+QUEUED, RUNNING = "queued", "running"
+SUCCEEDED, FAILED, CANCELED, INTERRUPTED = "succeeded", "failed", "canceled", "interrupted"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, INTERRUPTED})
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE customers (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, webhook_url TEXT, created_at TEXT NOT NULL)""",
+        """CREATE TABLE contracts (
+            customer_id TEXT PRIMARY KEY REFERENCES customers(id), tier TEXT NOT NULL,
+            state TEXT NOT NULL, licensed_modules TEXT NOT NULL, version_line TEXT NOT NULL,
+            ends_on TEXT, updated_at TEXT NOT NULL)""",
+        """CREATE TABLE sites (
+            customer_id TEXT PRIMARY KEY REFERENCES customers(id), inventory TEXT NOT NULL,
+            installed_version TEXT, updated_at TEXT NOT NULL)""",
+        """CREATE TABLE settlements (
+            id TEXT PRIMARY KEY, ticket_id TEXT NOT NULL, service TEXT NOT NULL,
+            kind TEXT NOT NULL, amount TEXT, reference TEXT NOT NULL, recorded_by TEXT NOT NULL,
+            recorded_at TEXT NOT NULL)""",
+        "CREATE INDEX settlements_ticket ON settlements (ticket_id, service)",
+        """CREATE TABLE decisions (
+            id TEXT PRIMARY KEY, ticket_id TEXT NOT NULL, customer_id TEXT NOT NULL,
+            service TEXT NOT NULL, request TEXT NOT NULL, decision TEXT NOT NULL,
+            caller TEXT NOT NULL, created_at TEXT NOT NULL)""",
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY, ticket_id TEXT NOT NULL, customer_id TEXT NOT NULL,
+            service TEXT NOT NULL, limit_pattern TEXT NOT NULL, inventory TEXT NOT NULL,
+            hosts TEXT NOT NULL, parameters TEXT NOT NULL, note TEXT, fingerprint TEXT NOT NULL,
+            decision_id TEXT NOT NULL REFERENCES decisions(id), decision TEXT NOT NULL,
+            state TEXT NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0,
+            created_by TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT,
+            finished_at TEXT, playbook_status TEXT, rc INTEGER, host_stats TEXT,
+            set_stats TEXT, verification TEXT, verdict INTEGER, error TEXT,
+            UNIQUE (ticket_id, service))""",
+        "CREATE INDEX jobs_state ON jobs (state)",
+        """CREATE TABLE job_events (
+            job_id TEXT NOT NULL REFERENCES jobs(id), counter INTEGER NOT NULL,
+            event TEXT NOT NULL, host TEXT, task TEXT, created TEXT, stdout TEXT,
+            data TEXT NOT NULL, PRIMARY KEY (job_id, counter))""",
+        """CREATE TABLE host_locks (
+            inventory TEXT NOT NULL, host TEXT NOT NULL, job_id TEXT NOT NULL REFERENCES jobs(id),
+            acquired_at TEXT NOT NULL, PRIMARY KEY (inventory, host))""",
+        """CREATE TABLE webhook_deliveries (
+            job_id TEXT NOT NULL REFERENCES jobs(id), attempt INTEGER NOT NULL, url TEXT NOT NULL,
+            status_code INTEGER, error TEXT, attempted_at TEXT NOT NULL,
+            PRIMARY KEY (job_id, attempt))""",
+        """CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL, revoked_at TEXT)""",
+    ],
+]
+
+JSON_COLUMNS = frozenset(
+    {
+        "licensed_modules",
+        "request",
+        "decision",
+        "hosts",
+        "parameters",
+        "host_stats",
+        "set_stats",
+        "verification",
+        "data",
+    }
+)
+JOB_UPDATABLE = frozenset(
+    {
+        "state",
+        "started_at",
+        "finished_at",
+        "playbook_status",
+        "rc",
+        "host_stats",
+        "set_stats",
+        "verification",
+        "verdict",
+        "error",
+        "cancel_requested",
+    }
+)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class DuplicateKey(Exception):
+    """A unique constraint refused a row (raised by both engines)."""
+
+
+class _Tx:
+    """The cursor of one transaction; SQL uses `?` placeholders on both engines."""
+
+    def __init__(self, conn: Any, pg: bool) -> None:
+        self._conn, self._pg = conn, pg
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._pg:
+            sql = sql.replace("?", "%s")
+        try:
+            return self._conn.execute(sql, tuple(params))
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateKey(str(exc)) from exc
+        except Exception as exc:
+            if self._pg and type(exc).__name__ == "UniqueViolation":
+                raise DuplicateKey(str(exc)) from exc
+            raise
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [_decode(dict(row)) for row in self.run(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        row = self.run(sql, params).fetchone()
+        return _decode(dict(row)) if row is not None else None
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    for key in JSON_COLUMNS & row.keys():
+        if row[key] is not None:
+            row[key] = json.loads(row[key])
+    return row
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class Store:
+    def __init__(self, *, sqlite_path: Path | None = None, database_url: str | None = None):
+        self._lock = threading.RLock()
+        self.pg = database_url is not None
+        if database_url is not None:
+            self._url = database_url
+            self._conn = self._connect_pg()
+        else:
+            assert sqlite_path is not None
+            sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._conn = sqlite3.connect(sqlite_path, check_same_thread=False, isolation_level=None)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA busy_timeout = 10000")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+        self.migrate()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Store:
+        if settings.database_url:
+            return cls(database_url=settings.database_url)
+        return cls(sqlite_path=settings.sqlite_path)
+
+    def _connect_pg(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        return psycopg.connect(self._url, autocommit=True, row_factory=dict_row)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[_Tx]:
+        with self._lock:
+            if self.pg:
+                if self._conn.closed or self._conn.broken:
+                    self._conn = self._connect_pg()
+                with self._conn.transaction():
+                    yield _Tx(self._conn, pg=True)
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(self._conn, pg=False)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # --- schema -------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply the migrations not yet applied; returns the schema version."""
+        with self.tx() as tx:
+            if self.pg:
+                tx.run("SELECT pg_advisory_xact_lock(71004)")  # one migrator at a time
+            tx.run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            row = tx.one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+            current = int(row["v"]) if row else 0
+            for version, statements in enumerate(MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                for statement in statements:
+                    tx.run(statement)
+                tx.run("INSERT INTO schema_migrations VALUES (?, ?)", (version, now()))
+            return len(MIGRATIONS)
+
+    def schema_version(self) -> int:
+        with self.tx() as tx:
+            row = tx.one("SELECT MAX(version) AS v FROM schema_migrations")
+        return int(row["v"])
+
+    # --- customers, contracts, sites ----------------------------------------------------------
+
+    def put_customer(self, *, customer_id: str, name: str, webhook_url: str | None) -> dict:
+        with self.tx() as tx:
+            tx.run(
+                "INSERT INTO customers (id, name, webhook_url, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                "webhook_url = excluded.webhook_url",
+                (customer_id, name, webhook_url, now()),
+            )
+            return tx.one("SELECT * FROM customers WHERE id = ?", (customer_id,))
+
+    def get_customer(self, customer_id: str) -> dict | None:
+        with self.tx() as tx:
+            return tx.one("SELECT * FROM customers WHERE id = ?", (customer_id,))
+
+    def put_contract(
+        self,
+        *,
+        customer_id: str,
+        tier: str,
+        state: str,
+        licensed_modules: list[str],
+        version_line: str,
+        ends_on: str | None,
+    ) -> dict:
+        with self.tx() as tx:
+            tx.run(
+                "INSERT INTO contracts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id) DO "
+                "UPDATE SET tier = excluded.tier, state = excluded.state, "
+                "licensed_modules = excluded.licensed_modules, "
+                "version_line = excluded.version_line, ends_on = excluded.ends_on, "
+                "updated_at = excluded.updated_at",
+                (
+                    customer_id,
+                    tier,
+                    state,
+                    _encode(sorted(licensed_modules)),
+                    version_line,
+                    ends_on,
+                    now(),
+                ),
+            )
+            return tx.one("SELECT * FROM contracts WHERE customer_id = ?", (customer_id,))
+
+    def get_contract(self, customer_id: str) -> dict | None:
+        with self.tx() as tx:
+            return tx.one("SELECT * FROM contracts WHERE customer_id = ?", (customer_id,))
+
+    def put_site(self, *, customer_id: str, inventory: str, installed_version: str | None) -> dict:
+        with self.tx() as tx:
+            tx.run(
+                "INSERT INTO sites VALUES (?, ?, ?, ?) ON CONFLICT (customer_id) DO UPDATE SET "
+                "inventory = excluded.inventory, installed_version = excluded.installed_version, "
+                "updated_at = excluded.updated_at",
+                (customer_id, inventory, installed_version, now()),
+            )
+            return tx.one("SELECT * FROM sites WHERE customer_id = ?", (customer_id,))
+
+    def get_site(self, customer_id: str) -> dict | None:
+        with self.tx() as tx:
+            return tx.one("SELECT * FROM sites WHERE customer_id = ?", (customer_id,))
+
+    # --- payments and guarantees --------------------------------------------------------------
+
+    def add_settlement(
+        self,
+        *,
+        ticket_id: str,
+        service: str,
+        kind: str,
+        amount: Decimal | None,
+        reference: str,
+        recorded_by: str,
+    ) -> dict:
+        settlement_id = new_id()
+        with self.tx() as tx:
+            tx.run(
+                "INSERT INTO settlements VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    settlement_id,
+                    ticket_id,
+                    service,
+                    kind,
+                    None if amount is None else str(amount),
+                    reference,
+                    recorded_by,
+                    now(),
+                ),
+            )
+            return tx.one("SELECT * FROM settlements WHERE id = ?", (settlement_id,))
+
+    def settlements(self, *, ticket_id: str, service: str) -> list[dict]:
+        with self.tx() as tx:
+            return tx.all(
+                "SELECT * FROM settlements WHERE ticket_id = ? AND service = ? "
+                "ORDER BY recorded_at",
+                (ticket_id, service),
+            )
+
+    # --- decisions and jobs -------------------------------------------------------------------
+
+    def add_decision(
+        self,
+        *,
+        ticket_id: str,
+        customer_id: str,
+        service: str,
+        request: dict,
+        decision: dict,
+        caller: str,
+    ) -> str:
+        decision_id = new_id()
+        with self.tx() as tx:
+            tx.run(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    decision_id,
+                    ticket_id,
+                    customer_id,
+                    service,
+                    _encode(request),
+                    _encode(decision),
+                    caller,
+                    now(),
+                ),
+            )
+        return decision_id
+
+    def get_decision(self, decision_id: str) -> dict | None:
+        with self.tx() as tx:
+            return tx.one("SELECT * FROM decisions WHERE id = ?", (decision_id,))
+
+    def job_for_ticket(self, *, ticket_id: str, service: str) -> dict | None:
+        with self.tx() as tx:
+            return tx.one(
+                "SELECT * FROM jobs WHERE ticket_id = ? AND service = ?", (ticket_id, service)
+            )
+
+    def create_job(
+        self,
+        *,
+        ticket_id: str,
+        customer_id: str,
+        service: str,
+        limit_pattern: str,
+        inventory: str,
+        hosts: list[str],
+        parameters: dict,
+        note: str | None = None,
+        fingerprint: str,
+        decision_id: str,
+        decision: dict,
+        created_by: str,
+    ) -> tuple[dict, bool]:
+        """Queue a job and take its host locks in one transaction.
+
+        Returns (job, True) when created, (existing job, False) when the same ticket asked for the
+        same service with the same request before. Raises TicketServiceTaken when that ticket's
+        service was asked for with a different request, HostsHeld when another job holds a host.
+        """
+        job_id = new_id()
+        try:
+            with self.tx() as tx:
+                existing = tx.one(
+                    "SELECT * FROM jobs WHERE ticket_id = ? AND service = ?", (ticket_id, service)
+                )
+                if existing is not None:
+                    if existing["fingerprint"] == fingerprint:
+                        return existing, False
+                    raise TicketServiceTaken(
+                        f"ticket {ticket_id} already has a {service} job with other parameters",
+                        detail={"job_id": existing["id"]},
+                    )
+                held = self._held(tx, inventory, hosts)
+                if held:
+                    raise HostsHeld("target hosts are held by another job", detail={"held": held})
+                stamp = now()
+                tx.run(
+                    "INSERT INTO jobs (id, ticket_id, customer_id, service, limit_pattern, "
+                    "inventory, hosts, parameters, note, fingerprint, decision_id, decision, "
+                    "state, created_by, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job_id,
+                        ticket_id,
+                        customer_id,
+                        service,
+                        limit_pattern,
+                        inventory,
+                        _encode(hosts),
+                        _encode(parameters),
+                        note,
+                        fingerprint,
+                        decision_id,
+                        _encode(decision),
+                        QUEUED,
+                        created_by,
+                        stamp,
+                    ),
+                )
+                for host in hosts:
+                    tx.run(
+                        "INSERT INTO host_locks VALUES (?, ?, ?, ?)",
+                        (inventory, host, job_id, stamp),
+                    )
+                return tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,)), True
+        except DuplicateKey:
+            # Lost a race with a concurrent request: report what is there now.
+            with self.tx() as tx:
+                existing = tx.one(
+                    "SELECT * FROM jobs WHERE ticket_id = ? AND service = ?", (ticket_id, service)
+                )
+                held = self._held(tx, inventory, hosts)
+            if existing is not None:
+                if existing["fingerprint"] == fingerprint:
+                    return existing, False
+                raise TicketServiceTaken(
+                    f"ticket {ticket_id} already has a {service} job",
+                    detail={"job_id": existing["id"]},
+                ) from None
+            raise HostsHeld("target hosts are held by another job", detail={"held": held}) from None
+
+    @staticmethod
+    def _held(tx: _Tx, inventory: str, hosts: list[str]) -> dict[str, str]:
+        if not hosts:
+            return {}
+        marks = ", ".join("?" for _ in hosts)
+        rows = tx.all(
+            f"SELECT host, job_id FROM host_locks WHERE inventory = ? AND host IN ({marks})",
+            (inventory, *hosts),
+        )
+        return {row["host"]: row["job_id"] for row in rows}
+
+    def get_job(self, job_id: str) -> dict | None:
+        with self.tx() as tx:
+            return tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    def jobs_in_state(self, state: str) -> list[dict]:
+        with self.tx() as tx:
+            return tx.all("SELECT * FROM jobs WHERE state = ? ORDER BY created_at", (state,))
+
+    def update_job(self, job_id: str, *, only_if_state: str | None = None, **fields: Any) -> bool:
+        """Set job columns; with `only_if_state`, only when the job is still in that state."""
+        unknown = set(fields) - JOB_UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        params: list[Any] = [_encode(value) for value in fields.values()]
+        sql = f"UPDATE jobs SET {assignments} WHERE id = ?"
+        params.append(job_id)
+        if only_if_state is not None:
+            sql += " AND state = ?"
+            params.append(only_if_state)
+        with self.tx() as tx:
+            return tx.run(sql, params).rowcount == 1
+
+    def finish_job(
+        self, job_id: str, *, state: str, only_if_state: str | None = None, **fields: Any
+    ) -> bool:
+        """Record a terminal state and release the job's host locks in one transaction.
+
+        With `only_if_state`, nothing happens unless the job is still in that state.
+        """
+        assert state in TERMINAL
+        fields = {"state": state, "finished_at": now(), **fields}
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        params = [*(_encode(v) for v in fields.values()), job_id]
+        guard = ""
+        if only_if_state is not None:
+            guard = " AND state = ?"
+            params.append(only_if_state)
+        with self.tx() as tx:
+            if tx.run(f"UPDATE jobs SET {assignments} WHERE id = ?{guard}", params).rowcount != 1:
+                return False
+            tx.run("DELETE FROM host_locks WHERE job_id = ?", (job_id,))
+            return True
+
+    def held_hosts(self) -> list[dict]:
+        with self.tx() as tx:
+            return tx.all("SELECT * FROM host_locks ORDER BY inventory, host")
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """After a restart: running jobs become interrupted, only queued jobs keep host locks.
+
+        Returns (interrupted job ids, queued job ids to run again).
+        """
+        with self.tx() as tx:
+            running = [r["id"] for r in tx.all("SELECT id FROM jobs WHERE state = ?", (RUNNING,))]
+            tx.run(
+                "UPDATE jobs SET state = ?, finished_at = ?, "
+                "error = 'the API stopped while the job ran' WHERE state = ?",
+                (INTERRUPTED, now(), RUNNING),
+            )
+            tx.run(
+                "DELETE FROM host_locks WHERE job_id NOT IN (SELECT id FROM jobs WHERE state = ?)",
+                (QUEUED,),
+            )
+            queued = tx.all("SELECT id FROM jobs WHERE state = ? ORDER BY created_at", (QUEUED,))
+        return running, [r["id"] for r in queued]
+
+    # --- events -------------------------------------------------------------------------------
+
+    def add_event(
+        self,
+        *,
+        job_id: str,
+        counter: int,
+        event: str,
+        host: str | None,
+        task: str | None,
+        created: str | None,
+        stdout: str | None,
+        data: dict,
+    ) -> None:
+        with self.tx() as tx:
+            tx.run(
+                "INSERT INTO job_events VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (job_id, counter) DO NOTHING",
+                (job_id, counter, event, host, task, created, stdout, _encode(data)),
+            )
+
+    def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[dict]:
+        with self.tx() as tx:
+            return tx.all(
+                "SELECT * FROM job_events WHERE job_id = ? AND counter > ? "
+                "ORDER BY counter LIMIT ?",
+                (job_id, after, limit),
+            )
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    def add_delivery(
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        url: str,
+        status_code: int | None,
+        error: str | None,
+    ) -> None:
+        with self.tx() as tx:
+            tx.run(
+                "INSERT INTO webhook_deliveries VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, attempt, url, status_code, error, now()),
+            )
+
+    def deliveries(self, job_id: str) -> list[dict]:
+        with self.tx() as tx:
+            return tx.all(
+                "SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY attempt", (job_id,)
+            )
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def add_token(self, *, role: str, token_hash: str) -> str:
+        token_id = new_id()
+        with self.tx() as tx:
+            tx.run(
+                "INSERT INTO api_tokens VALUES (?, ?, ?, ?, NULL)",
+                (token_id, role, token_hash, now()),
+            )
+        return token_id
+
+    def token_by_hash(self, token_hash: str) -> dict | None:
+        with self.tx() as tx:
+            return tx.one(
+                "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                (token_hash,),
+            )
