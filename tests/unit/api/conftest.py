@@ -210,6 +210,16 @@ class Api:
             == 200
         )
 
+    def guarantee(self, ticket: str, service: str) -> None:
+        assert (
+            self.request(
+                "POST",
+                f"/v1/tickets/{ticket}/settlements",
+                json={"service": service, "kind": "guarantee", "reference": "sales"},
+            ).status_code
+            == 201
+        )
+
     def wait(self, job_id: str, timeout: float = 60) -> dict:
         import time
 

@@ -1,0 +1,508 @@
+"""Every route: happy path and the 401/402/403/404/409/422 answers that apply to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.tokens import Role
+
+ROUTES = [
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs/x"),
+    ("POST", "/v1/jobs/x/cancel"),
+    ("GET", "/v1/jobs/x/events"),
+    ("POST", "/v1/quotes"),
+    ("PUT", "/v1/customers/acme"),
+    ("GET", "/v1/customers/acme"),
+    ("PUT", "/v1/customers/acme/contract"),
+    ("PUT", "/v1/customers/acme/site"),
+    ("POST", "/v1/tickets/T1/settlements"),
+    ("GET", "/v1/tickets/T1/settlements?service=restore"),
+    ("GET", "/metrics"),
+]
+
+
+def job(service="restore", ticket="T-1", limit="app1", parameters=None, **extra):
+    body = {"ticket_id": ticket, "customer_id": "acme", "service": service, "limit": limit}
+    if parameters is not None:
+        body["parameters"] = parameters
+    return {**body, **extra}
+
+
+def no_job(api, ticket="T-1", service="restore"):
+    return api.ctx.store.job_for_ticket(ticket_id=ticket, service=service) is None
+
+
+def test_healthz_needs_no_token(api):
+    response = api.request("GET", "/healthz", role=None)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "schema_version": 1}
+
+
+@pytest.mark.parametrize(("method", "url"), ROUTES)
+def test_every_other_route_needs_a_token(api, method, url):
+    anonymous = api.request(method, url, role=None, json={})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+    assert anonymous.json()["error"]["code"] == "unauthenticated"
+    forged = api.client.request(method, url, headers={"Authorization": "Bearer nope"}, json={})
+    assert forged.status_code == 401
+
+
+def test_metrics_count_decisions(api):
+    api.contract()
+    api.request(
+        "POST", "/v1/jobs", json=job(service="upgrade", parameters={"target_version": "3.3.0"})
+    )
+    text = api.request("GET", "/metrics").text
+    assert 'emsops_decisions_total{outcome="refused",service="upgrade"} 1.0' in text
+
+
+def test_unknown_route_uses_the_error_shape(api):
+    response = api.request("GET", "/v1/nothing")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "http_error"
+
+
+# --- admin ---------------------------------------------------------------------------------------
+
+
+def test_admin_creates_customer_contract_and_site(api, project):
+    put = api.request(
+        "PUT",
+        "/v1/customers/new1",
+        Role.ADMIN,
+        json={"name": "New", "webhook_url": "http://127.0.0.1:1/hook"},
+    )
+    assert put.status_code == 200
+    assert api.request("GET", "/v1/customers/new1", Role.ENGINEER).json()["name"] == "New"
+    contract = api.request(
+        "PUT",
+        "/v1/customers/new1/contract",
+        Role.ADMIN,
+        json={
+            "tier": "manual_package",
+            "state": "active",
+            "licensed_modules": ["water"],
+            "version_line": "3.2",
+            "ends_on": "2030-01-01",
+        },
+    )
+    assert contract.status_code == 200
+    assert contract.json()["tier"] == "manual_package"
+    site = api.request(
+        "PUT",
+        "/v1/customers/new1/site",
+        Role.ADMIN,
+        json={"inventory": str(project.inventory), "installed_version": "3.2.1"},
+    )
+    assert site.status_code == 200
+    assert api.ctx.store.get_site("new1")["installed_version"] == "3.2.1"
+
+
+@pytest.mark.parametrize("role", [Role.TICKET_SYSTEM, Role.ENGINEER])
+def test_only_admins_change_customers(api, role):
+    response = api.request("PUT", "/v1/customers/acme", role, json={"name": "x"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_ticket_system_may_not_read_customers(api):
+    assert api.request("GET", "/v1/customers/acme").status_code == 403
+
+
+def test_admin_routes_404_and_422(api):
+    assert api.request("GET", "/v1/customers/nobody", Role.ADMIN).status_code == 404
+    assert (
+        api.request(
+            "PUT",
+            "/v1/customers/nobody/contract",
+            Role.ADMIN,
+            json={
+                "tier": "manual_package",
+                "state": "active",
+                "licensed_modules": [],
+                "version_line": "3.2",
+            },
+        ).status_code
+        == 404
+    )
+    assert (
+        api.request(
+            "PUT", "/v1/customers/nobody/site", Role.ADMIN, json={"inventory": "x.yml"}
+        ).status_code
+        == 404
+    )
+    assert (
+        api.request(
+            "PUT", "/v1/customers/acme", Role.ADMIN, json={"name": "x", "colour": "red"}
+        ).status_code
+        == 422
+    )
+    assert (
+        api.request(
+            "PUT",
+            "/v1/customers/acme/contract",
+            Role.ADMIN,
+            json={"tier": "gold", "state": "active", "licensed_modules": [], "version_line": "3.2"},
+        ).status_code
+        == 422
+    )
+    missing = api.request(
+        "PUT", "/v1/customers/acme/site", Role.ADMIN, json={"inventory": "/nonexistent/hosts.yml"}
+    )
+    assert missing.status_code == 422
+
+
+def test_settlements_recorded_and_listed(api):
+    paid = api.request(
+        "POST",
+        "/v1/tickets/T-9/settlements",
+        json={"service": "restore", "kind": "payment", "amount": "100.50", "reference": "bank-1"},
+    )
+    assert paid.status_code == 201
+    listed = api.request("GET", "/v1/tickets/T-9/settlements?service=restore").json()
+    assert [(s["kind"], s["amount"]) for s in listed] == [("payment", "100.50")]
+
+
+def test_settlement_rules(api):
+    url = "/v1/tickets/T-9/settlements"
+    assert (
+        api.request(
+            "POST",
+            url,
+            Role.ENGINEER,
+            json={"service": "restore", "kind": "guarantee", "reference": "s"},
+        ).status_code
+        == 403
+    )
+    assert (
+        api.request(
+            "POST", url, json={"service": "restore", "kind": "payment", "reference": "s"}
+        ).status_code
+        == 422
+    )
+    assert (
+        api.request(
+            "POST",
+            url,
+            json={"service": "restore", "kind": "guarantee", "amount": "1", "reference": "s"},
+        ).status_code
+        == 422
+    )
+    assert (
+        api.request(
+            "POST",
+            url,
+            json={"service": "restore", "kind": "payment", "amount": "-1", "reference": "s"},
+        ).status_code
+        == 422
+    )
+
+
+# --- quotes -------------------------------------------------------------------------------------
+
+
+def test_onsite_quote_for_machine_inspection_uses_ticket_window(api):
+    api.contract(tier="machine_inspection")
+    response = api.request(
+        "POST",
+        "/v1/quotes",
+        json={
+            "customer_id": "acme",
+            "service": "onsite",
+            "long_distance": False,
+            "ticket_started_at": "2025-06-02T09:00:00+08:00",
+            "ticket_ended_at": "2025-06-03T12:00:00+08:00",
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["outcome"], body["details"]["days"]) == ("billable", 2)
+    assert body["quote"]["total"] == "2544.00"  # 2 x 1200 + 6 % tax (example prices)
+
+
+def test_onsite_for_manual_package_is_covered(api):
+    api.contract(tier="manual_package")
+    body = api.request(
+        "POST", "/v1/quotes", json={"customer_id": "acme", "service": "onsite"}
+    ).json()
+    assert (body["outcome"], body["quote"], body["runnable"]) == ("covered", None, True)
+
+
+def test_quote_reports_settlement(api):
+    api.contract(state="lapsed")
+    api.request(
+        "POST",
+        "/v1/tickets/T-2/settlements",
+        json={"service": "restore", "kind": "payment", "amount": "1590.00", "reference": "bank"},
+    )
+    body = api.request(
+        "POST", "/v1/quotes", json={"customer_id": "acme", "service": "restore", "ticket_id": "T-2"}
+    ).json()
+    assert (body["quote"]["total"], body["settled"]) == ("1590.00", True)
+
+
+def test_quote_errors(api):
+    assert (
+        api.request(
+            "POST", "/v1/quotes", json={"customer_id": "nobody", "service": "onsite"}
+        ).status_code
+        == 404
+    )
+    assert (
+        api.request(
+            "POST", "/v1/quotes", json={"customer_id": "acme", "service": "onsite", "extra": 1}
+        ).status_code
+        == 422
+    )
+    assert (
+        api.request(
+            "POST",
+            "/v1/quotes",
+            json={
+                "customer_id": "acme",
+                "service": "onsite",
+                "ticket_started_at": "2025-06-02T09:00:00",
+            },
+        ).status_code
+        == 422
+    )  # no time zone
+
+
+# --- jobs: decisions ----------------------------------------------------------------------------
+
+
+def test_lapsed_customer_upgrade_is_refused_and_runs_nothing(api, verifier):
+    api.contract(state="lapsed")
+    response = api.request(
+        "POST", "/v1/jobs", json=job(service="upgrade", parameters={"target_version": "3.2.1"})
+    )
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert (error["code"], error["detail"]["rule"]) == ("refused", "upgrade.lapsed_contract")
+    assert no_job(api, service="upgrade")
+    assert not list(api.ctx.settings.runs_dir.glob("*"))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "rule"),
+    [
+        ({"target_version": "3.3.0"}, "upgrade.outside_installed_minor_line"),
+        (
+            {"target_version": "3.2.2", "modules": ["electricity", "gas"]},
+            "upgrade.module_outside_license",
+        ),
+    ],
+)
+def test_upgrade_outside_license_is_refused(api, parameters, rule):
+    api.contract()
+    response = api.request("POST", "/v1/jobs", json=job(service="upgrade", parameters=parameters))
+    assert response.status_code == 403
+    assert response.json()["error"]["detail"]["rule"] == rule
+    assert no_job(api, service="upgrade")
+
+
+def test_upgrade_in_line_is_covered_and_runs(api, verifier):
+    api.contract()
+    response = api.request(
+        "POST", "/v1/jobs", json=job(service="upgrade", parameters={"target_version": "3.2.2"})
+    )
+    assert response.status_code == 202
+    assert response.json()["decision"]["outcome"] == "covered"
+    assert api.wait(response.json()["id"])["state"] == "succeeded"
+
+
+def test_lapsed_network_repair_quoted_then_runs_after_guarantee(api):
+    api.contract(state="lapsed")
+    body = job(service="repair_network", parameters={"issue": "ip_conflict"})
+    quoted = api.request("POST", "/v1/jobs", json=body)
+    assert quoted.status_code == 402
+    quote = quoted.json()["error"]["detail"]["quote"]
+    assert quote["lines"][0]["unit_price"] == "1100.00"  # the lapsed price
+    assert no_job(api, service="repair_network")
+    api.request(
+        "POST",
+        "/v1/tickets/T-1/settlements",
+        json={"service": "repair_network", "kind": "guarantee", "reference": "sales-7"},
+    )
+    accepted = api.request("POST", "/v1/jobs", json=body)
+    assert accepted.status_code == 202
+    assert accepted.json()["decision"]["settled"] is True
+    assert api.wait(accepted.json()["id"])["state"] == "succeeded"
+
+
+def test_partial_payment_still_402(api):
+    api.contract(state="lapsed")
+    api.request(
+        "POST",
+        "/v1/tickets/T-1/settlements",
+        json={
+            "service": "repair_network",
+            "kind": "payment",
+            "amount": "1000.00",
+            "reference": "b",
+        },
+    )
+    response = api.request(
+        "POST", "/v1/jobs", json=job(service="repair_network", parameters={"issue": "lan_change"})
+    )
+    assert response.status_code == 402
+
+
+def test_network_repair_on_a_switch_is_refused(api):
+    api.contract()
+    response = api.request(
+        "POST",
+        "/v1/jobs",
+        json=job(service="repair_network", limit="app1,sw1", parameters={"issue": "lan_change"}),
+    )
+    assert response.status_code == 403
+    detail = response.json()["error"]["detail"]
+    assert (detail["rule"], detail["details"]["hosts"]) == (
+        "repair_network.no_network_devices",
+        ["sw1"],
+    )
+
+
+def test_internal_services_for_vendor_staff_only(api):
+    api.contract()
+    refused = api.request("POST", "/v1/jobs", json=job(service="backup"))
+    assert refused.status_code == 403
+    assert refused.json()["error"]["detail"]["rule"] == "internal.vendor_staff_only"
+    accepted = api.request("POST", "/v1/jobs", Role.ENGINEER, json=job(service="backup"))
+    assert accepted.status_code == 202
+
+
+def test_no_contract_is_refused(api):
+    response = api.request("POST", "/v1/jobs", json=job(service="inspect"))
+    assert response.json()["error"]["detail"]["rule"] == "contract.missing"
+
+
+def test_decisions_are_stored_even_when_refused(api):
+    api.contract(state="lapsed")
+    api.request("POST", "/v1/jobs", json=job(service="inspect"))
+    with api.ctx.store.tx() as tx:
+        rows = tx.all("SELECT * FROM decisions WHERE ticket_id = 'T-1'")
+    assert [(r["service"], r["decision"]["rule"]) for r in rows] == [
+        ("inspect", "inspect.lapsed_contract")
+    ]
+
+
+# --- jobs: input validation ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        job(surprise=True),
+        job(parameters={"reason": "expansion", "extra": 1}),
+        job(service="upgrade", parameters={"target_version": "3.2"}),
+        job(service="upgrade", parameters={"target_version": "3.2.1; rm -rf /"}),
+        job(service="repair_network", parameters={}),
+        job(service="onsite"),
+        job(service="format_disk"),
+        job(limit="@/etc/passwd"),
+        job(limit="app1 -e x=1"),
+        job(limit="~.*"),
+        job(ticket="../../etc"),
+    ],
+)
+def test_bad_requests_are_422(api, body):
+    api.contract()
+    response = api.request("POST", "/v1/jobs", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("limit", ["nosuchhost", "app1,nosuchgroup", "ems_app:&ems_db"])
+def test_limit_must_name_inventory_hosts(api, limit):
+    api.contract()
+    response = api.request("POST", "/v1/jobs", json=job(limit=limit))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_target"
+
+
+def test_unknown_customer_is_404(api):
+    assert (
+        api.request("POST", "/v1/jobs", json={**job(), "customer_id": "nobody"}).status_code == 404
+    )
+
+
+# --- jobs: idempotency and conflicts ------------------------------------------------------------
+
+
+def test_same_request_again_returns_the_same_job(api):
+    api.contract()
+    body = job(service="inspect", limit="db1")
+    first = api.request("POST", "/v1/jobs", json=body)
+    second = api.request("POST", "/v1/jobs", json=body)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert first.json()["id"] == second.json()["id"]
+
+
+def test_same_ticket_and_service_with_other_request_is_409(api):
+    api.contract()
+    api.request("POST", "/v1/jobs", json=job(service="inspect", limit="db1"))
+    response = api.request("POST", "/v1/jobs", json=job(service="inspect", limit="app1"))
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "ticket_service_taken"
+
+
+def test_host_held_by_a_running_job_is_409_until_canceled(api):
+    api.contract()
+    api.guarantee("T-1", "troubleshoot_data")
+    slow = api.request(
+        "POST",
+        "/v1/jobs",
+        json=job(service="troubleshoot_data", limit="db1", parameters={"symptom": "missing"}),
+    )
+    assert slow.status_code == 202
+    held = api.request(
+        "POST", "/v1/jobs", json=job(service="inspect", ticket="T-2", limit="ems_db")
+    )
+    assert held.status_code == 409
+    assert held.json()["error"]["detail"]["held"] == {"db1": slow.json()["id"]}
+    assert no_job(api, ticket="T-2", service="inspect")
+    assert api.request("POST", f"/v1/jobs/{slow.json()['id']}/cancel").status_code == 200
+    assert api.wait(slow.json()["id"])["state"] == "canceled"
+    again = api.request(
+        "POST", "/v1/jobs", json=job(service="inspect", ticket="T-2", limit="ems_db")
+    )
+    assert again.status_code == 202
+
+
+def test_job_routes_404(api):
+    assert api.request("GET", "/v1/jobs/nope").status_code == 404
+    assert api.request("POST", "/v1/jobs/nope/cancel").status_code == 404
+    assert api.request("GET", "/v1/jobs/nope/events").status_code == 404
+
+
+def test_get_job_and_event_paging(api):
+    api.contract()
+    created = api.request("POST", "/v1/jobs", json=job(service="inspect", limit="app1"))
+    job_id = created.json()["id"]
+    api.wait(job_id)
+    got = api.request("GET", f"/v1/jobs/{job_id}").json()
+    assert got["state"] == "succeeded"
+    assert got["host_stats"]["app1"]["ok"] == 1
+    assert got["decision"]["details"] == {"mode": "automated"}
+    first = api.request("GET", f"/v1/jobs/{job_id}/events?limit=2").json()
+    assert [e["counter"] for e in first["events"]] == [1, 2]
+    rest = api.request("GET", f"/v1/jobs/{job_id}/events?after={first['next_after']}").json()
+    assert rest["events"][0]["counter"] == 3
+    assert rest["events"][-1]["event"] == "playbook_on_stats"
+    assert api.request("GET", f"/v1/jobs/{job_id}/events?limit=0").status_code == 422
+
+
+def test_events_as_server_sent_events(api):
+    api.contract()
+    job_id = api.request("POST", "/v1/jobs", json=job(service="inspect")).json()["id"]
+    with api.client.stream(
+        "GET", f"/v1/jobs/{job_id}/events", headers={**api.auth(), "Accept": "text/event-stream"}
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join(response.iter_text())
+    assert "event: playbook_on_start" in text
+    assert "event: playbook_on_stats" in text
+    assert text.rstrip().endswith('data: {"state": "succeeded"}')
