@@ -74,6 +74,8 @@ def _leaves(value: Any) -> Iterable[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _leaves(item)
+    elif isinstance(value, str):
+        yield value  # keeps the _Vaulted marker
     elif value is not None and not isinstance(value, bool):
         yield str(value)
 

@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -79,6 +80,28 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def kill_processes_using(private: Path) -> list[int]:
+    """SIGKILL the process groups of processes whose command line names `private` (Linux)."""
+    marker = str(private).encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "cmdline").read_bytes():
+                continue
+            pid = int(entry.name)
+            group = os.getpgid(pid)
+            if group == os.getpgrp():
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.killpg(group, signal.SIGKILL)
+            killed.append(pid)
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile, or not ours to read
+    return killed
 
 
 class _RunCallbacks:
@@ -160,6 +183,13 @@ class JobRunner:
         interrupted, queued = self._store.recover()
         for job_id in interrupted:
             log.warning("job %s was running when the API stopped: interrupted", job_id)
+            # Its ansible-playbook outlived the API (it runs in its own session): stop it before
+            # another job may take the hosts whose locks were just released.
+            kill_processes_using(self._settings.runs_dir / job_id)
+            private = self._settings.runs_dir / job_id
+            if private.is_dir():  # the vault password file and vars of the dead run go too
+                job = self._store.get_job(job_id)
+                self._clean(private, job_id, self._redactor(Path(job["inventory"])))
             self._notifier.notify(job_id)
         for job_id in queued:
             self.submit(job_id)
@@ -236,7 +266,7 @@ class JobRunner:
         os.chmod(settings.runs_dir, 0o700)
         with self._cancel_lock:
             cancel = self._cancel.setdefault(job_id, threading.Event())
-        redactor = Redactor(())
+        redactor = self._redactor(inventory)
         try:
             vars_file = private / "emsops-vars.yml"
             write_private(
@@ -247,17 +277,11 @@ class JobRunner:
             # Read by ansible-runner even with env files suppressed: how often it checks cancel.
             write_private(private / "env" / "settings", "pexpect_timeout: 1\n")
             args = ["-e", f"@{vars_file}"]
-            if settings.vault_password_file is not None:
-                password = settings.vault_password_file.read_text(encoding="utf-8").strip()
+            password = self._vault_password()
+            if password is not None:
                 pass_file = private / "vault-pass"
                 write_private(pass_file, password + "\n")
                 args += ["--vault-password-file", str(pass_file)]
-                redactor = Redactor(
-                    {password}
-                    | vault_secrets(
-                        inventory, password, extra_dirs=[settings.project_dir / "playbooks"]
-                    )
-                )
             callbacks = _RunCallbacks(
                 job_id=job_id,
                 store=self._store,
@@ -285,6 +309,18 @@ class JobRunner:
             return self._outcome(job, result.status, result.rc, callbacks)
         finally:
             self._clean(private, job_id, redactor)
+
+    def _vault_password(self) -> str | None:
+        path = self._settings.vault_password_file
+        return None if path is None else path.read_text(encoding="utf-8").strip()
+
+    def _redactor(self, inventory: Path) -> Redactor:
+        """Masks the vault password and every vaulted value the run can see."""
+        password = self._vault_password()
+        if password is None:
+            return Redactor(())
+        extra = [self._settings.project_dir / "playbooks"]
+        return Redactor({password} | vault_secrets(inventory, password, extra_dirs=extra))
 
     @staticmethod
     def _job_vars(job: dict) -> dict[str, Any]:
