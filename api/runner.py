@@ -8,11 +8,13 @@ only the redacted stdout, rc and status stay.
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -80,6 +82,27 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def ansible_cfg_vault_file(project_dir: Path) -> Path | None:
+    """The vault password file ansible-playbook would use from the project's ansible.cfg."""
+    configured = os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE")
+    if not configured:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(project_dir / "ansible.cfg")
+        configured = parser.get("defaults", "vault_password_file", fallback=None)
+    if not configured:
+        return None
+    path = Path(configured).expanduser()
+    return path if path.is_absolute() else project_dir / path
+
+
+def read_vault_password(path: Path) -> str:
+    """As ansible does: an executable file prints the password, any other file holds it."""
+    if os.access(path, os.X_OK):
+        result = subprocess.run([str(path)], capture_output=True, text=True, check=True, timeout=30)
+        return result.stdout.strip()
+    return path.read_text(encoding="utf-8").strip()
 
 
 def kill_processes_using(private: Path) -> list[int]:
@@ -311,8 +334,11 @@ class JobRunner:
             self._clean(private, job_id, redactor)
 
     def _vault_password(self) -> str | None:
-        path = self._settings.vault_password_file
-        return None if path is None else path.read_text(encoding="utf-8").strip()
+        """The password ansible-playbook will open vaults with: ours, else ansible.cfg's."""
+        path = self._settings.vault_password_file or ansible_cfg_vault_file(
+            self._settings.project_dir
+        )
+        return None if path is None else read_vault_password(path)
 
     def _redactor(self, inventory: Path) -> Redactor:
         """Masks the vault password and every vaulted value the run can see."""

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -390,3 +391,34 @@ def test_webhook_gives_up_after_the_configured_attempts(api, settings):
         what="all attempts",
     )
     assert all(r["status_code"] is None and r["error"] for r in rows)
+
+
+def test_vault_password_script_from_ansible_cfg_is_redacted_too(
+    make_api, settings, project, tmp_path
+):
+    """Without EMSOPS_VAULT_PASSWORD_FILE the API learns the password where ansible-playbook
+    does (the project's ansible.cfg, here an executable script as the lab uses)."""
+    root = tmp_path / "proj"
+    shutil.copytree(project.root, root)
+    script = root / "vault-pass.sh"
+    script.write_text(f"#!/bin/sh\ncat {project.vault_password_file}\n")
+    script.chmod(0o700)
+    with (root / "ansible.cfg").open("a") as cfg:
+        cfg.write("vault_password_file = vault-pass.sh\n")
+    api = make_api(
+        settings.model_copy(
+            update={
+                "project_dir": root,
+                "vault_password_file": None,
+                "sites": {"acme": root / "inventory" / "hosts.yml"},
+            }
+        )
+    )
+    api.contract()
+    api.guarantee("T-1", "restore")
+    job = api.wait(post_job(api, "restore"))
+    assert job["state"] == "succeeded"
+    stdout = "".join(e["stdout"] or "" for e in api.ctx.store.events(job["id"], limit=1000))
+    assert "token=******** inline=********" in stdout
+    for secret in project.secrets:
+        assert secret.encode() not in all_bytes(settings.data_dir)
