@@ -109,19 +109,30 @@ class App:
 
 
 @pytest.fixture
-def app(tmp_path: Path, database: Database, ems: Callable[..., EmsProcess],
-        release: Callable[[str], Path]) -> App:
-    root, port = release("3.2.2"), free_port()
-    config = write_config(tmp_path / "ems.conf", {
-        "ems": {"state_dir": tmp_path, "license_file": write_license(tmp_path / "l.json")},
-        "database": database.section(),
-        "platform": {"listen": "127.0.0.1", "port": port},
-        "aggregate": {"interval_minutes": 15},
-    })
-    assert run_ems("migrate", config, root).returncode == 0
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health", ems("platform", config, root))
-    return App(config, root, url)
+def app_for(tmp_path: Path, database: Database, ems: Callable[..., EmsProcess],
+            release: Callable[[str], Path]) -> Callable[[str], App]:
+    """A migrated database and a running platform of the given release."""
+
+    def start(version: str) -> App:
+        root, port = release(version), free_port()
+        license_file = write_license(tmp_path / "l.json", version_line=version[:3])
+        config = write_config(tmp_path / "ems.conf", {
+            "ems": {"state_dir": tmp_path, "license_file": license_file},
+            "database": database.section(),
+            "platform": {"listen": "127.0.0.1", "port": port},
+            "aggregate": {"interval_minutes": 15},
+        })
+        assert run_ems("migrate", config, root).returncode == 0
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/health", ems("platform", config, root))
+        return App(config, root, url)
+
+    return start
+
+
+@pytest.fixture
+def app(app_for: Callable[[str], App]) -> App:
+    return app_for("3.2.2")
 
 
 def test_aggregate_rolls_up_with_reset_detection_and_records_run(app: App) -> None:
@@ -172,9 +183,24 @@ def test_failed_run_is_recorded_and_exits_nonzero(app: App, pg: PgServer,
 
 def test_unreachable_database_exits_nonzero(tmp_path: Path, release: Callable[[str], Path],
                                             database: Database) -> None:
-    config = write_config(tmp_path / "ems.conf", {"database": {
-        **database.section(), "port": free_port()}})
+    config = write_config(tmp_path / "ems.conf", {
+        "database": {**database.section(), "port": free_port()}, "aggregate": {}})
     result = run_ems("aggregate", config, release("3.2.2"))
     assert result.returncode == 1
     assert result.stdout == ""
     assert "could not run" in result.stderr
+
+
+def test_carbon_module_only_in_3_3(app_for: Callable[[str], App]) -> None:
+    app = app_for("3.3.0")
+    assert http("GET", app.url + "/health")[0] == 200
+    app.ingest(SERIES)
+    assert app.aggregate()[0] == 0
+    status, rows = http("GET", app.url + "/api/v1/carbon?meter_id=m01")
+    assert status == 200
+    assert rows == [{"meter_id": "m01", "energy_kwh": 75.0,
+                     "kg_co2": pytest.approx(75.0 * 0.5703)}]
+
+
+def test_no_carbon_route_in_3_2(app: App) -> None:
+    assert http("GET", app.url + "/api/v1/carbon")[0] == 404

@@ -93,10 +93,11 @@ def run(cfg: config.Config) -> tuple[int, str, dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = service.parse_config("Run the interval aggregation once.", argv)
+    cfg = service.parse_config("Run the interval aggregation once.",
+                               ("database", "aggregate"), argv)
     try:
         run_id, status, detail = run(cfg)
-    except (config.ConfigError, *db.db_errors()) as exc:
+    except db.db_errors() as exc:
         log.error("aggregation could not run: %s", str(exc).strip())
         return 1
     if status == "failed":

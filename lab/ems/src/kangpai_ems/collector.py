@@ -204,12 +204,8 @@ def _label(value: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = service.parse_config("Kangpai EMS gateway collector.", argv)
-    try:
-        settings, meters = cfg.collector, cfg.meters
-    except config.ConfigError as exc:
-        log.error("%s", exc)
-        return 2
+    cfg = service.parse_config("Kangpai EMS gateway collector.", ("collector", "meters"), argv)
+    settings, meters = cfg.collector, cfg.meters
     stop = service.stop_event()
     spool = Spool(settings.spool_path)
     collector = Collector(settings, meters, spool)

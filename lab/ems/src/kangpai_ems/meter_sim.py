@@ -156,7 +156,7 @@ class MeterBank:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = service.parse_config("Simulated Modbus TCP energy meters.", argv)
+    cfg = service.parse_config("Simulated Modbus TCP energy meters.", ("meter_sim",), argv)
     sim = cfg.meter_sim
     stop = service.stop_event()
     sim.state_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import config, db, service
+from . import db, service
 from ._release import VERSION
 
 log = logging.getLogger("kangpai_ems.migrate")
@@ -70,11 +70,11 @@ def migrate(conn: Any, migrations: list[db.Migration]) -> tuple[list[str], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = service.parse_config("Apply the release's database migrations.", argv)
+    cfg = service.parse_config("Apply the release's database migrations.", ("database",), argv)
     try:
         migrations = db.release_migrations()
         conn = db.connect(cfg.database, "kangpai-ems-migrate")
-    except (config.ConfigError, ValueError, *db.db_errors()) as exc:
+    except (ValueError, *db.db_errors()) as exc:
         log.error("%s", exc)
         return 1
     try:

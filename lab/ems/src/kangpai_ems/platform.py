@@ -192,13 +192,14 @@ def _parse_ingest(data: object) -> tuple[str, str | None, list[tuple]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = service.parse_config("Kangpai EMS platform (application server).", argv)
+    cfg = service.parse_config("Kangpai EMS platform (application server).",
+                               ("database", "platform"), argv)
+    settings = cfg.platform
     try:
-        settings = cfg.platform
         platform = Platform(cfg)
-    except (config.ConfigError, ValueError) as exc:
+    except ValueError as exc:  # a misnamed migration file in the release
         log.error("%s", exc)
-        return 2
+        return 1
     lic = license.check(platform.license_file, VERSION)
     if not lic.valid:
         log.error("license problem, /health reports error until fixed: %s", lic.reason)

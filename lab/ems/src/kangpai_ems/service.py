@@ -13,8 +13,10 @@ from . import config
 from ._release import VERSION
 
 
-def parse_config(description: str, argv: Sequence[str] | None = None) -> config.Config:
-    """Parse `--config PATH`, load it and set up logging; exit 2 on a bad file."""
+def parse_config(description: str, sections: Sequence[str],
+                 argv: Sequence[str] | None = None) -> config.Config:
+    """Parse `--config PATH`, load it, check the `sections` the program reads and set up
+    logging; exit 2 with one line on stderr if the file or one of those sections is bad."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default="/etc/kangpai-ems/ems.conf",
                         help="INI configuration file (default: %(default)s)")
@@ -23,6 +25,8 @@ def parse_config(description: str, argv: Sequence[str] | None = None) -> config.
     try:
         cfg = config.load(args.config)
         level = cfg.ems.log_level
+        for section in sections:
+            getattr(cfg, section)
     except config.ConfigError as exc:
         setup_logging("INFO")
         logging.getLogger("kangpai_ems").error("%s", exc)
