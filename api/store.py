@@ -169,6 +169,9 @@ class Store:
             self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA busy_timeout = 10000")
             self._conn.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL: a power cut may lose the last commits, never corrupt the file; one
+            # fsync per stored event would otherwise slow every run.
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
         self.migrate()
 
