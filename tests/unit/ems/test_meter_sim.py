@@ -147,3 +147,13 @@ def test_restart_continues_counting_and_keeps_modes(start_sim: Callable[[], Sim]
     assert sim.read(3).kwh >= last.kwh
     with sim.client(timeout=0.5) as client, pytest.raises(TimeoutError):
         meter_registers.read(client, 2)
+
+
+def test_port_in_use_is_one_error_line(start_sim: Callable[[], Sim],
+                                       ems: Callable[..., EmsProcess]) -> None:
+    sim = start_sim()
+    config = sim.process.proc.args[-1]
+    second = ems("meter_sim", Path(config))
+    assert second.proc.wait(15) == 1
+    assert "cannot start" in second.log()
+    assert "Traceback" not in second.log()

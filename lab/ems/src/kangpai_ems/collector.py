@@ -207,10 +207,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = service.parse_config("Kangpai EMS gateway collector.", ("collector", "meters"), argv)
     settings, meters = cfg.collector, cfg.meters
     stop = service.stop_event()
-    spool = Spool(settings.spool_path)
+    try:
+        spool = Spool(settings.spool_path)
+    except (OSError, sqlite3.Error) as exc:
+        log.error("cannot open spool %s: %s", settings.spool_path, exc)
+        return 1
     collector = Collector(settings, meters, spool)
-    server = httpjson.start(settings.status_listen, settings.status_port, {
-        ("GET", "/health"): collector.health, ("GET", "/metrics"): collector.metrics})
+    try:
+        server = httpjson.start(settings.status_listen, settings.status_port, {
+            ("GET", "/health"): collector.health, ("GET", "/metrics"): collector.metrics})
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.status_listen, settings.status_port,
+                  exc)
+        spool.close()
+        return 1
     workers = [threading.Thread(target=collector.run_poller, args=(stop,), name="poller"),
                threading.Thread(target=collector.run_forwarder, args=(stop,), name="forwarder")]
     for worker in workers:

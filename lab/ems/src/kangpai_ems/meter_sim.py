@@ -159,9 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = service.parse_config("Simulated Modbus TCP energy meters.", ("meter_sim",), argv)
     sim = cfg.meter_sim
     stop = service.stop_event()
-    sim.state_path.parent.mkdir(parents=True, exist_ok=True)
-    bank = MeterBank.load(sim.state_path, sim.meters)
-    server = modbus.Server((sim.listen, sim.port), bank)
+    try:
+        sim.state_path.parent.mkdir(parents=True, exist_ok=True)
+        bank = MeterBank.load(sim.state_path, sim.meters)
+        server = modbus.Server((sim.listen, sim.port), bank)
+    except OSError as exc:
+        log.error("cannot start on %s:%d: %s", sim.listen, sim.port, exc)
+        return 1
     threading.Thread(target=server.serve_forever, name="modbus", daemon=True).start()
     log.info("serving %d meters (units 1..%d) on %s:%d", sim.meters, sim.meters,
              sim.listen, sim.port)
