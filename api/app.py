@@ -49,6 +49,10 @@ def create_app(settings: Settings | None = None, *, verifier: Verifier | None = 
         summary="Entitlement-gated O&M jobs for Kangpai EMS sites",
         version="1",
         lifespan=lifespan,
+        # The schema stays public at /openapi.json; no HTML docs pages (they fetch scripts from a
+        # CDN, and sites are air-gapped).
+        docs_url=None,
+        redoc_url=None,
         responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
 

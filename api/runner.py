@@ -331,6 +331,9 @@ class JobRunner:
             )
             return self._outcome(job, result.status, result.rc, callbacks)
         finally:
+            # Ansible's workers run in their own sessions, so ansible-runner's kill of the
+            # ansible-playbook process group on cancel or timeout misses them.
+            kill_processes_using(private)
             self._clean(private, job_id, redactor)
 
     def _vault_password(self) -> str | None:

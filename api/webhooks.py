@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -58,11 +57,9 @@ class Notifier:
         attempts: int,
         backoff_s: float,
         timeout_s: float,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store, self._url, self._secret = store, url, secret
         self._attempts, self._backoff_s, self._timeout_s = attempts, backoff_s, timeout_s
-        self._sleep = sleep
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emsops-webhook")
 
@@ -70,8 +67,9 @@ class Notifier:
         return self._pool.submit(self.deliver, job_id)
 
     def close(self) -> None:
+        """Deliveries already asked for get one attempt each; retries stop."""
         self._stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True)
 
     def deliver(self, job_id: str) -> bool:
         """POST the job's summary until a 2xx answer or the attempts run out."""
@@ -97,8 +95,9 @@ class Notifier:
             )
             if status is not None and 200 <= status < 300:
                 return True
-            if attempt < self._attempts and not self._stop.is_set():
-                self._sleep(self._backoff_s * 2 ** (attempt - 1))
+            # Back off before the next attempt; a shutdown ends the waiting and the retries.
+            if attempt < self._attempts and self._stop.wait(self._backoff_s * 2 ** (attempt - 1)):
+                break
         log.warning("webhook for job %s failed after %d attempts", job_id, self._attempts)
         return False
 

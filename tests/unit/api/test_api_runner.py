@@ -129,7 +129,7 @@ def test_cancel_stops_the_playbook_and_releases_hosts(api, verifier):
     assert (job["state"], job["playbook_status"]) == ("canceled", "canceled")
     assert api.ctx.store.held_hosts() == []
     assert verifier.calls == []
-    wait_for(lambda: not processes_naming(private), timeout=10, what="the playbook to die")
+    wait_for(lambda: not processes_naming(private), timeout=2, what="the playbook to die")
 
 
 def test_cancel_of_a_finished_job_changes_nothing(api):
@@ -422,3 +422,30 @@ def test_vault_password_script_from_ansible_cfg_is_redacted_too(
     assert "token=******** inline=********" in stdout
     for secret in project.secrets:
         assert secret.encode() not in all_bytes(settings.data_dir)
+
+
+def test_graceful_stop_interrupts_running_and_keeps_queued(settings, make_api):
+    """Stopping the app kills the running playbook (interrupted); a queued job stays queued
+    and runs at the next start."""
+    api = make_api(settings.model_copy(update={"workers": 1}))
+    api.contract()
+    api.guarantee("T-1", "troubleshoot_data")
+    slow = post_job(api, "troubleshoot_data", limit="db1", parameters={"symptom": "missing"})
+    waiting = post_job(api, "inspect", ticket="T-2", limit="app1")
+    private = str(api.ctx.settings.runs_dir / slow)
+    wait_for(lambda: processes_naming(private), what="the playbook to start")
+    api.client.__exit__(None, None, None)
+    store = Store.from_settings(settings)
+    try:
+        stopped = store.get_job(slow)
+        assert (stopped["state"], stopped["error"]) == (
+            "interrupted",
+            "the API stopped during the run",
+        )
+        assert store.get_job(waiting)["state"] == "queued"
+        assert [lock["host"] for lock in store.held_hosts()] == ["app1"]
+    finally:
+        store.close()
+    assert not processes_naming(private)
+    again = make_api()
+    assert again.wait(waiting)["state"] == "succeeded"
