@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ansible.errors import AnsibleError
 
 from api import store as st
 from api.inventory import Redactor, vault_secrets
@@ -82,6 +83,10 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+class RunError(Exception):
+    """A job cannot be run as configured (reported as the job's error)."""
 
 
 def ansible_cfg_vault_file(project_dir: Path) -> Path | None:
@@ -211,8 +216,12 @@ class JobRunner:
             kill_processes_using(self._settings.runs_dir / job_id)
             private = self._settings.runs_dir / job_id
             if private.is_dir():  # the vault password file and vars of the dead run go too
-                job = self._store.get_job(job_id)
-                self._clean(private, job_id, self._redactor(Path(job["inventory"])))
+                try:
+                    redactor = self._redactor(Path(self._store.get_job(job_id)["inventory"]))
+                except RunError:
+                    shutil.rmtree(private)  # cannot redact what is left: keep nothing
+                else:
+                    self._clean(private, job_id, redactor)
             self._notifier.notify(job_id)
         for job_id in queued:
             self.submit(job_id)
@@ -249,6 +258,9 @@ class JobRunner:
     def _run_logged(self, job_id: str) -> None:
         try:
             self._run(job_id)
+        except RunError as exc:
+            log.error("job %s failed before its playbook ran: %s", job_id, exc)
+            self._store.finish_job(job_id, state=st.FAILED, error=str(exc))
         except Exception:
             log.exception("job %s failed in the runner", job_id)
             self._store.finish_job(job_id, state=st.FAILED, error="internal error in the runner")
@@ -282,6 +294,7 @@ class JobRunner:
         settings = self._settings
         job_id = job["id"]
         inventory = Path(job["inventory"])
+        redactor = self._redactor(inventory)  # first: a vault it cannot open stops the job here
         private = settings.runs_dir / job_id
         if private.exists():
             shutil.rmtree(private)  # a queued job re-run after a restart starts fresh
@@ -289,7 +302,6 @@ class JobRunner:
         os.chmod(settings.runs_dir, 0o700)
         with self._cancel_lock:
             cancel = self._cancel.setdefault(job_id, threading.Event())
-        redactor = self._redactor(inventory)
         try:
             vars_file = private / "emsops-vars.yml"
             write_private(
@@ -349,7 +361,12 @@ class JobRunner:
         if password is None:
             return Redactor(())
         extra = [self._settings.project_dir / "playbooks"]
-        return Redactor({password} | vault_secrets(inventory, password, extra_dirs=extra))
+        try:
+            return Redactor({password} | vault_secrets(inventory, password, extra_dirs=extra))
+        except AnsibleError as exc:
+            raise RunError(
+                f"the vault password does not open the inventory's vault: {exc}"
+            ) from None
 
     @staticmethod
     def _job_vars(job: dict) -> dict[str, Any]:

@@ -449,3 +449,17 @@ def test_graceful_stop_interrupts_running_and_keeps_queued(settings, make_api):
     assert not processes_naming(private)
     again = make_api()
     assert again.wait(waiting)["state"] == "succeeded"
+
+
+def test_wrong_vault_password_fails_the_job_before_ansible_runs(make_api, settings, tmp_path):
+    wrong = tmp_path / "wrong-pass"
+    wrong.write_text("not-the-password\n")
+    api = make_api(settings.model_copy(update={"vault_password_file": wrong}))
+    api.contract()
+    job = api.wait(post_job(api, "inspect"))
+    assert job["state"] == "failed"
+    assert job["error"].startswith("the vault password does not open the inventory's vault")
+    assert job["playbook_status"] is None
+    assert api.ctx.store.events(job["id"]) == []
+    assert api.ctx.store.held_hosts() == []
+    assert not (api.ctx.settings.runs_dir / job["id"]).exists()
