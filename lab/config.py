@@ -21,7 +21,7 @@ BRIDGE = os.environ.get("EMSOPS_LAB_BRIDGE", "emslab0")
 SUBNET_PREFIX = os.environ.get("EMSOPS_LAB_SUBNET", "10.231.0")
 BRIDGE_ADDRESS = f"{SUBNET_PREFIX}.1"
 PREFIX_LEN = 24
-MIRROR_PORT = 3142
+MIRROR_PORT = int(os.environ.get("EMSOPS_LAB_MIRROR_PORT", "3142"))
 SUITE = "bookworm"
 DEBIAN_URL = "http://deb.debian.org/debian"
 

@@ -42,10 +42,12 @@ def ensure_mirror() -> None:
         BACKENDS.write_text(f"{config.DEBIAN_URL}/\n")
     _pidfile().parent.mkdir(parents=True, exist_ok=True)
     logdir = config.state_dir() / "mirror" / "log"
+    cachedir = config.state_dir() / "mirror" / "cache"
     logdir.mkdir(parents=True, exist_ok=True)
+    cachedir.mkdir(parents=True, exist_ok=True)
     run(["apt-cacher-ng", "-c", "/etc/apt-cacher-ng", "ForeGround=0",
          f"BindAddress=127.0.0.1 {config.BRIDGE_ADDRESS}", f"Port={config.MIRROR_PORT}",
-         f"PidFile={_pidfile()}", f"LogDir={logdir}", "CacheDir=/var/cache/apt-cacher-ng"])
+         f"PidFile={_pidfile()}", f"LogDir={logdir}", f"CacheDir={cachedir}"])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
