@@ -20,6 +20,8 @@ def _preflight() -> None:
 def up(log=print) -> Path:
     """Idempotent: whatever already runs is left alone, the rest is created and booted."""
     _preflight()
+    if not network.bridge_exists():
+        network.check_subnet_free()  # before the slow image build
     base = image.ensure_image(log)
     network.ensure_bridge()
     mirror.ensure_mirror()
