@@ -84,7 +84,7 @@ def _cli(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         for host, v in result["hosts"].items():
-            state = "HEALTHY" if v["ok"] else "FAILED"
+            state = "FAILED" if not v["ok"] else ("HEALTHY" if v["checks"] else "UNCHECKED")
             print(f"{host:<12} {state:<8} {v['checks']} checks")
             for failure in v["failures"]:
                 print(f"    - {failure}")

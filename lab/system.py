@@ -50,8 +50,17 @@ def is_mounted(path: os.PathLike[str] | str) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """Is pid a live (not zombie) systemd-nspawn process?
+
+    A live process can read back an empty cmdline for a moment (seen while nspawn sets up a
+    container), so only a non-empty foreign cmdline or a zombie state counts as gone."""
     try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"systemd-nspawn" in f.read()
+            cmdline = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return False
+    if state in ("Z", "X"):
+        return False
+    return not cmdline or b"systemd-nspawn" in cmdline

@@ -76,14 +76,3 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def hostvars(host) -> dict:
     """The host's inventory variables (templated by ansible-inventory where it can)."""
     return host.ansible.get_variables()
-
-
-def http_json(host, url: str, timeout: float = 5.0):
-    """GET a JSON document from the host's own point of view (the host's Python, no curl)."""
-    script = ("import json,sys,urllib.request,urllib.error\n"
-              "try:\n r=urllib.request.urlopen(sys.argv[1],timeout=float(sys.argv[2]))\n"
-              " print(json.dumps({'status':r.status,'body':json.load(r)}))\n"
-              "except urllib.error.HTTPError as e:\n"
-              " print(json.dumps({'status':e.code,'body':json.load(e)}))\n")
-    out = host.check_output("python3 -c %s %s %s", script, url, str(timeout))
-    return json.loads(out)

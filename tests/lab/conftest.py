@@ -1,4 +1,4 @@
-"""The lab site every lab test stands on, and helpers to drive it.
+"""The lab site every lab test stands on.
 
 The session fixture brings the lab up from nothing (purging earlier disks unless
 EMSOPS_LAB_REUSE=1), builds the releases and deploys playbooks/site.yml. Lab tests need root:
@@ -7,100 +7,24 @@ without it they fail and say so, rather than being skipped.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from labkit import RELEASES, REPO, inventory_path, run_playbook
 
-from lab import config, manager
-from lab.hosts import host as lab_host
-from lab.hosts import ssh_base_args
-
-REPO = config.REPO_ROOT
-BIN = Path(sys.executable).parent
-RELEASES = REPO / "build" / "releases"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked lab_last (e.g. `lab down`) run after every other lab test."""
-    items.sort(key=lambda item: item.get_closest_marker("lab_last") is not None)
+from lab import manager
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab_last: run after every other lab test")
 
 
-def run_playbook(playbook: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a catalog playbook against the lab, exactly as an engineer would."""
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory_path()), f"playbooks/{playbook}",
-           *args]
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        pytest.fail(f"{playbook} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}\n"
-                    f"{proc.stderr[-2000:]}")
-    return proc
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP counters per host."""
-    result = {}
-    for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
-        result[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-    return result
-
-
-def lab_ssh(host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*ssh_base_args(lab_host(host).spec), command], capture_output=True,
-                          text=True, check=False)
-    if check and proc.returncode != 0:
-        pytest.fail(f"`{command}` on {host} failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def emsops(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "emsops"), *args], cwd=REPO, capture_output=True, text=True,
-                          check=False, env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
-
-
-def http_json(url: str, timeout: float = 5) -> dict | list:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - lab address
-        return json.load(resp)
-
-
-def address(host: str) -> str:
-    return config.host_spec(host).address
-
-
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - keep the last error for the message
-            last = exc
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
-
-
-def db_counts() -> dict[str, int]:
-    """Readings per meter in the site's PostgreSQL, read on the database host itself."""
-    out = lab_ssh("ems-db", "runuser -u postgres -- psql -X -At -F ' ' -d ems -c "
-                            "'SELECT meter_id, count(*) FROM readings GROUP BY 1 ORDER BY 1'").stdout
-    return {m: int(n) for m, n in (line.split() for line in out.splitlines() if line.strip())}
-
-
-def inventory_path() -> Path:
-    return config.inventory_dir() / "hosts.yml"
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked lab_last (e.g. `lab down`) run after every other lab test."""
+    items.sort(key=lambda item: item.get_closest_marker("lab_last") is not None)
 
 
 @pytest.fixture(scope="session")

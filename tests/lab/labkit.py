@@ -1,0 +1,89 @@
+"""Helpers to drive the lab site from tests: playbooks, SSH, the CLI, HTTP, waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lab import config
+from lab.hosts import host as lab_host
+from lab.hosts import ssh_base_args
+
+REPO = config.REPO_ROOT
+BIN = Path(sys.executable).parent
+RELEASES = REPO / "build" / "releases"
+
+
+def run_playbook(playbook: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a catalog playbook against the lab, exactly as an engineer would."""
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory_path()), f"playbooks/{playbook}",
+           *args]
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{playbook} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}\n"
+                    f"{proc.stderr[-2000:]}")
+    return proc
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counters per host."""
+    result = {}
+    for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
+        result[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+    return result
+
+
+def lab_ssh(host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*ssh_base_args(lab_host(host).spec), command], capture_output=True,
+                          text=True, check=False)
+    if check and proc.returncode != 0:
+        pytest.fail(f"`{command}` on {host} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def emsops(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "emsops"), *args], cwd=REPO, capture_output=True, text=True,
+                          check=False, env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
+
+
+def http_json(url: str, timeout: float = 5) -> dict | list:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - lab address
+        return json.load(resp)
+
+
+def address(host: str) -> str:
+    return config.host_spec(host).address
+
+
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - keep the last error for the message
+            last = exc
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+def db_counts() -> dict[str, int]:
+    """Readings per meter in the site's PostgreSQL, read on the database host itself."""
+    sql = "SELECT meter_id, count(*) FROM readings GROUP BY 1 ORDER BY 1"
+    out = lab_ssh("ems-db", f"runuser -u postgres -- psql -X -At -F ' ' -d ems -c '{sql}'").stdout
+    return {m: int(n) for m, n in (line.split() for line in out.splitlines() if line.strip())}
+
+
+def inventory_path() -> Path:
+    return config.inventory_dir() / "hosts.yml"

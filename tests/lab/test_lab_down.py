@@ -1,0 +1,35 @@
+"""`emsops lab down` leaves no process, mount, link or bridge behind."""
+
+import os
+
+import pytest
+from labkit import emsops
+
+from lab import config, network
+from lab.hosts import all_hosts
+
+pytestmark = [pytest.mark.lab, pytest.mark.lab_last]
+
+
+def test_lab_down_leaves_nothing_behind(lab_site):
+    proc = emsops("lab", "down")
+    assert proc.returncode == 0, proc.stderr
+
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "systemd-nspawn" in cmd or ("apt-cacher-ng" in cmd and str(config.state_dir()) in cmd):
+            procs.append(cmd)
+    assert not procs, f"processes left behind: {procs}"
+
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    lab_mounts = [m for m in mounts if m.startswith(str(config.state_dir()))]
+    assert not lab_mounts, f"mounts left behind: {lab_mounts}"
+
+    assert not network.lab_links(), f"links left behind: {network.lab_links()}"
+    assert not any(h.running() for h in all_hosts())
