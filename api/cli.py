@@ -52,13 +52,14 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from api.verify import VerifyError
     from lab.errors import LabError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (LabError, CliError) as exc:
+    except (LabError, CliError, VerifyError) as exc:
         print(f"emsops: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

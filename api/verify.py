@@ -74,12 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from api.cli import CliError
-
-    try:
-        result = run_verification(args.inventory.resolve(), args.limit)
-    except VerifyError as exc:
-        raise CliError(str(exc)) from exc
+    result = run_verification(args.inventory.resolve(), args.limit)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -50,9 +50,10 @@ def lab_ssh(host: str, command: str, check: bool = True) -> subprocess.Completed
     return proc
 
 
-def emsops(*args: str) -> subprocess.CompletedProcess:
+def emsops(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", **(env or {}))
     return subprocess.run([str(BIN / "emsops"), *args], cwd=REPO, capture_output=True, text=True,
-                          check=False, env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
+                          check=False, env=environ)
 
 
 def http_json(url: str, timeout: float = 5) -> dict | list:
