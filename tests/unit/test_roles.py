@@ -1,4 +1,4 @@
-"""Every role keeps its contract: specs mirror defaults, inputs are role-prefixed, README lists them."""
+"""Every role keeps its contract: specs mirror defaults, inputs role-prefixed, README complete."""
 
 from pathlib import Path
 
