@@ -49,7 +49,10 @@ lab: deps venv releases
 test: deps venv releases lint unit lab
 
 demo: deps venv releases
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python lab/demo.py
+	$(BIN)/emsops lab up
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+	@echo "letting readings accumulate for 20 s..."; sleep 20
+	$(BIN)/emsops verify -i inventories/lab/hosts.yml
 
 clean:
 	rm -rf build var .pytest_cache .ruff_cache
