@@ -9,6 +9,7 @@ import pytest
 from labkit import address, db_counts, emsops, http_json, lab_ssh, recap, run_playbook, wait_until
 
 from lab import manager
+from lab.hosts import all_hosts
 
 pytestmark = pytest.mark.lab
 METERS = [f"m{n:02d}" for n in range(1, 9)]
@@ -93,3 +94,11 @@ def test_verify_rejects_an_unknown_host(lab_site):
     proc = emsops("verify", "-i", str(lab_site), "--limit", "no-such-host")
     assert proc.returncode == 2
     assert "no host" in proc.stderr and "no-such-host" in proc.stderr
+
+
+def test_lab_up_again_leaves_running_hosts_alone(lab_site):
+    before = {h.spec.name: h.pid() for h in all_hosts()}
+    proc = emsops("lab", "up")
+    assert proc.returncode == 0, proc.stderr
+    assert {h.spec.name: h.pid() for h in all_hosts()} == before
+    assert all(before.values())
