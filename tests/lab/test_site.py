@@ -84,6 +84,10 @@ def test_wiped_gateway_fails_verification_and_site_brings_it_back(lab_site):
     failed_hosts = [line.split()[0] for line in proc.stdout.splitlines() if " FAILED " in line]
     assert "ems-gw1" in failed_hosts, proc.stdout
 
+    # Check mode on the bare host runs through and leaves it bare.
+    run_playbook("site.yml", "--check", "--limit", "ems-gw1")
+    lab_ssh("ems-gw1", "test ! -e /opt/kangpai-ems && test ! -e /etc/apt/apt.conf.d/01emsops-proxy")
+
     run_playbook("site.yml")
     time.sleep(1)
     proc = emsops("verify", "-i", str(lab_site), "--limit", "ems_gateways")
