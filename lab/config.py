@@ -20,6 +20,8 @@ class HostSpec:
 BRIDGE = os.environ.get("EMSOPS_LAB_BRIDGE", "emslab0")
 SUBNET_PREFIX = os.environ.get("EMSOPS_LAB_SUBNET", "10.231.0")
 BRIDGE_ADDRESS = f"{SUBNET_PREFIX}.1"
+# nspawn names each host's veth "vb-<machine>": a second lab needs machine names of its own.
+MACHINE_PREFIX = "" if BRIDGE == "emslab0" else BRIDGE.removeprefix("emslab") + "-"
 PREFIX_LEN = 24
 MIRROR_PORT = int(os.environ.get("EMSOPS_LAB_MIRROR_PORT", "3142"))
 SUITE = "bookworm"
@@ -45,6 +47,10 @@ HOSTS: tuple[HostSpec, ...] = (
 # Every inventory group of the design, also those the lab leaves empty.
 GROUPS = ("ems_app", "ems_db", "ems_gateways", "ems_meters", "backup_servers", "standby",
           "network_devices")
+
+
+def machine_name(spec: HostSpec) -> str:
+    return MACHINE_PREFIX + spec.name
 
 
 def host_spec(name: str) -> HostSpec:

@@ -142,8 +142,8 @@ class Host:
         log = open(self.dir / "console.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             ["systemd-nspawn", "-D", str(self.root), "-b", "--register=no", "--keep-unit",
-             "-M", self.spec.name, f"--network-bridge={config.BRIDGE}", "--console=passive",
-             "--link-journal=no", "--resolv-conf=off", "--timezone=off"],
+             "-M", config.machine_name(self.spec), f"--network-bridge={config.BRIDGE}",
+             "--console=passive", "--link-journal=no", "--resolv-conf=off", "--timezone=off"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         self.pidfile.write_text(f"{proc.pid}\n")

@@ -51,7 +51,8 @@ def remove_bridge() -> None:
 
 
 def lab_links() -> list[str]:
-    """Interfaces the lab created: the bridge and the hosts' veth ends (vb-*)."""
+    """Interfaces this lab created: its bridge and its hosts' veth ends (vb-<machine>)."""
+    veths = {"vb-" + config.machine_name(spec) for spec in config.HOSTS}
     return [link["ifname"] for link in _links()
             if link["ifname"] == config.BRIDGE or link.get("master") == config.BRIDGE
-            or link["ifname"].startswith("vb-")]
+            or link["ifname"] in veths]
