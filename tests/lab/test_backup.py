@@ -1,0 +1,85 @@
+"""Issue 3, part 1 on real hosts: restic backups over SFTP, tagged, failing loudly and cleanly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from labkit import lab_ssh, run_playbook
+
+from lab.inventory import _secrets
+
+pytestmark = pytest.mark.lab
+
+
+def snapshots(host: str) -> list[dict]:
+    return json.loads(lab_ssh(host, "/usr/local/sbin/ems-backup snapshots").stdout)
+
+
+def tags(snapshot: dict) -> dict[str, str]:
+    return dict(t.split("=", 1) for t in snapshot.get("tags", []))
+
+
+def locks(host: str) -> list[str]:
+    return lab_ssh(host, "/usr/local/sbin/ems-backup locks").stdout.split()
+
+
+def unit_failed(host: str) -> bool:
+    state = lab_ssh(host, "systemctl is-failed ems-backup@run.service", check=False).stdout
+    return state.strip() == "failed"
+
+
+@pytest.fixture(scope="module")
+def backed_up(lab_site) -> subprocess.CompletedProcess:
+    return run_playbook("backup.yml", "-vv")
+
+
+def test_every_ems_host_has_tagged_snapshots(backed_up):
+    db = [tags(s) for s in snapshots("ems-db")]
+    assert {"host": "ems-db", "role": "ems_db", "version": "3.2.1", "kind": "db"} in db
+    app = [tags(s) for s in snapshots("ems-app") if tags(s)["host"] == "ems-app"]
+    assert {"host": "ems-app", "role": "ems_app", "version": "3.2.1", "kind": "files"} in app
+    gw = [tags(s) for s in snapshots("ems-gw1") if tags(s)["host"] == "ems-gw1"]
+    assert any(t["kind"] == "files" and t["role"] == "ems_gateways" for t in gw)
+
+
+def test_repository_password_never_reaches_output_or_command_lines(backed_up):
+    password = _secrets()["vault_restic_password"]
+    assert password not in backed_up.stdout + backed_up.stderr
+    for host in ("ems-app", "ems-db", "ems-gw1"):
+        journal = lab_ssh(host, "journalctl --no-pager -o cat").stdout
+        assert password not in journal, f"password in {host}'s journal"
+    script = lab_ssh("ems-db", "cat /usr/local/sbin/ems-backup").stdout
+    assert password not in script
+    mode = lab_ssh("ems-db", "stat -c '%a %U' /etc/emsops-backup/password").stdout.split()
+    assert mode == ["600", "root"]
+
+
+def test_failed_dump_fails_the_backup_and_takes_no_snapshot(backed_up):
+    before = len(snapshots("ems-db"))
+    lab_ssh("ems-db", "systemctl stop postgresql.service")
+    try:
+        proc = lab_ssh("ems-db", "systemctl start ems-backup@run.service", check=False)
+        assert proc.returncode != 0
+        assert unit_failed("ems-db")
+        journal = lab_ssh("ems-db", "journalctl -u ems-backup@run.service -n 20 -o cat").stdout
+        assert "pg_dump of ems failed: no snapshot taken" in journal
+    finally:
+        lab_ssh("ems-db", "systemctl start postgresql.service")
+    assert len(snapshots("ems-db")) == before
+    assert locks("ems-db") == []
+
+
+def test_wrong_password_fails_clearly_and_leaves_no_lock(backed_up):
+    lab_ssh("ems-gw1", "cp -p /etc/emsops-backup/password /etc/emsops-backup/password.good && "
+                       "echo not-the-password > /etc/emsops-backup/password")
+    try:
+        proc = lab_ssh("ems-gw1", "systemctl start ems-backup@run.service", check=False)
+        assert proc.returncode != 0
+        journal = lab_ssh("ems-gw1", "journalctl -u ems-backup@run.service -n 20 -o cat").stdout
+        assert "wrong password" in journal
+    finally:
+        lab_ssh("ems-gw1", "mv /etc/emsops-backup/password.good /etc/emsops-backup/password")
+    assert locks("ems-gw1") == []
+    lab_ssh("ems-gw1", "systemctl start ems-backup@run.service")
