@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from labkit import lab_ssh, run_playbook
+from labkit import lab_ssh, run_playbook, wait_until
 
 from lab.inventory import _secrets
 
@@ -23,6 +23,12 @@ def tags(snapshot: dict) -> dict[str, str]:
 
 def locks(host: str) -> list[str]:
     return lab_ssh(host, "/usr/local/sbin/ems-backup locks").stdout.split()
+
+
+def journal_says(host: str, text: str) -> None:
+    """journald receives a unit's output asynchronously: wait for the line to arrive."""
+    wait_until(lambda: text in lab_ssh(host, "journalctl -u ems-backup@run.service -n 50 -o cat")
+               .stdout, 20, f"{text!r} in {host}'s journal", interval_s=0.5)
 
 
 def unit_failed(host: str) -> bool:
@@ -63,8 +69,7 @@ def test_failed_dump_fails_the_backup_and_takes_no_snapshot(backed_up):
         proc = lab_ssh("ems-db", "systemctl start ems-backup@run.service", check=False)
         assert proc.returncode != 0
         assert unit_failed("ems-db")
-        journal = lab_ssh("ems-db", "journalctl -u ems-backup@run.service -n 20 -o cat").stdout
-        assert "pg_dump of ems failed: no snapshot taken" in journal
+        journal_says("ems-db", "pg_dump of ems failed: no snapshot taken")
     finally:
         lab_ssh("ems-db", "systemctl start postgresql.service")
     assert len(snapshots("ems-db")) == before
@@ -77,8 +82,7 @@ def test_wrong_password_fails_clearly_and_leaves_no_lock(backed_up):
     try:
         proc = lab_ssh("ems-gw1", "systemctl start ems-backup@run.service", check=False)
         assert proc.returncode != 0
-        journal = lab_ssh("ems-gw1", "journalctl -u ems-backup@run.service -n 20 -o cat").stdout
-        assert "wrong password" in journal
+        journal_says("ems-gw1", "wrong password")
     finally:
         lab_ssh("ems-gw1", "mv /etc/emsops-backup/password.good /etc/emsops-backup/password")
     assert locks("ems-gw1") == []
