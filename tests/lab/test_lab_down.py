@@ -30,7 +30,9 @@ def test_lab_down_leaves_nothing_behind(lab_site):
 
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f]
-    lab_mounts = [m for m in mounts if m.startswith(str(config.state_dir()))]
+    # A sibling lab's folder (e.g. /var/lib/emsops/lab-ci) shares the prefix: match whole paths.
+    state = str(config.state_dir())
+    lab_mounts = [m for m in mounts if m == state or m.startswith(state + "/")]
     assert not lab_mounts, f"mounts left behind: {lab_mounts}"
 
     assert not network.lab_links(), f"links left behind: {network.lab_links()}"
