@@ -1,0 +1,87 @@
+"""Issue 3 on real hosts: a wiped host comes back from its backup (playbooks/reinstall.yml)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from labkit import address, emsops, http_json, inventory_path, lab_ssh, run_playbook, wait_until
+
+from lab import manager
+
+pytestmark = pytest.mark.lab
+
+# Per meter: readings and a checksum of their values, over what was received before a time.
+CHECKSUM_SQL = ("SELECT meter_id, count(*), md5(string_agg(ts::text || '|' || kwh::text || '|' "
+                "|| power::text, ',' ORDER BY ts)) FROM readings WHERE received_at <= "
+                "to_timestamp({cutoff}) GROUP BY 1 ORDER BY 1")
+
+
+def _checksums(cutoff: float) -> dict[str, tuple[int, str]]:
+    sql = CHECKSUM_SQL.format(cutoff=cutoff)
+    out = lab_ssh("ems-db", f"cd / && runuser -u postgres -- psql -X -At -F ' ' -d ems "
+                            f"-c \"SET timezone='UTC'; {sql}\"").stdout
+    return {m: (int(n), h) for m, n, h in (line.split() for line in out.splitlines()
+                                           if line.count(" ") == 2)}
+
+
+def _gateway() -> dict:
+    return http_json(f"http://{address('ems-gw1')}:8081/health")
+
+
+def test_wiped_db_gets_every_snapshot_reading_back_and_the_outage_spool(lab_site):
+    cutoff = float(lab_ssh("ems-db", "date +%s.%N").stdout) - 5
+    run_playbook("backup.yml", "-l", "ems_db:backup_servers")
+    before = _checksums(cutoff)
+    assert len(before) == 8 and all(n > 0 for n, _ in before.values())
+
+    manager.wipe("ems-db", log=lambda _m: None)
+    outage_start = time.time()
+    wait_until(lambda: _gateway()["backlog"]["size"] > 8, 60, "the gateway to spool readings")
+    run_playbook("reinstall.yml", "-l", "ems-db")
+    outage_end = time.time()
+
+    assert _checksums(cutoff) == before
+    wait_until(lambda: _gateway()["backlog"]["size"] == 0, 90, "the spool to drain")
+    sql = (f"SELECT count(DISTINCT meter_id) FROM readings WHERE ts > to_timestamp({outage_start})"
+           f" AND ts < to_timestamp({outage_end})")
+    spooled = lab_ssh("ems-db", f"cd / && runuser -u postgres -- psql -X -At -d ems -c '{sql}'")
+    assert int(spooled.stdout) == 8, "readings taken during the outage did not all arrive"
+
+
+def _sha(path: str) -> str:
+    return lab_ssh("ems-app", f"sha256sum {path}").stdout.split()[0]
+
+
+def test_wiped_app_comes_back_with_its_recorded_version_config_and_license(lab_site):
+    # A license edited on the host: not what the inventory says, so only the snapshot has it.
+    lab_ssh("ems-app", "python3 -c \"import json; p='/etc/kangpai-ems/license.json'; "
+                       "d=json.load(open(p)); d['expires']='2098-06-30'; "
+                       "open(p,'w').write(json.dumps(d))\"")
+    files = ("/etc/kangpai-ems/ems.conf", "/etc/kangpai-ems/license.json")
+    want = {f: _sha(f) for f in files}
+    run_playbook("backup.yml", "-l", "ems_app")
+    try:
+        manager.wipe("ems-app", log=lambda _m: None)
+        run_playbook("reinstall.yml", "-l", "ems-app")
+        newest = [s for s in json.loads(lab_ssh("ems-app", "ems-backup snapshots").stdout)
+                  if "kind=files" in s["tags"]][-1]
+        recorded = next(t.split("=", 1)[1] for t in newest["tags"] if t.startswith("version="))
+        health = http_json(f"http://{address('ems-app')}:8080/health")
+        assert health["status"] == "ok" and health["version"] == recorded
+        assert health["license"]["expires"] == "2098-06-30"
+        assert {f: _sha(f) for f in files} == want
+        verify = emsops("verify", "-i", str(inventory_path()), "--limit", "ems-app", "--json")
+        assert verify.returncode == 0, verify.stdout[-3000:]
+        assert json.loads(verify.stdout)["hosts"]["ems-app"]["checks"] > 0
+    finally:
+        run_playbook("site.yml", "-l", "ems-app")  # back to the inventory's license
+
+
+def test_reinstall_refuses_a_host_that_is_not_bare(lab_site):
+    proc = run_playbook("reinstall.yml", "-l", "ems-gw1", check=False)
+    assert proc.returncode != 0
+    assert "is not bare" in proc.stdout
+
+
