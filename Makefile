@@ -49,10 +49,7 @@ lab: deps venv releases
 test: deps venv releases lint unit lab
 
 demo: deps venv releases
-	$(BIN)/emsops lab up
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
-	@echo "letting readings accumulate for 20 s..."; sleep 20
-	$(BIN)/emsops verify -i inventories/lab/hosts.yml
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m lab.demo
 
 clean:
 	rm -rf build var .pytest_cache .ruff_cache

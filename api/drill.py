@@ -22,7 +22,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
 
-def _ts(value: str) -> datetime:
+def parse_time(value: str) -> datetime:
     """restic and Ansible timestamps (ISO 8601, restic with nanoseconds) as aware datetimes."""
     text = value.replace("Z", "+00:00")
     if "." in text:  # Python parses at most 6 fractional digits
@@ -41,20 +41,20 @@ def build_report(result: dict | None, *, rc: int, rpo_warn_s: float, log_tail: s
                 "reasons": [f"the drill playbook ended (rc {rc}) without a result"],
                 "phases": [], "rto_s": None, "rpo_s": None, "data": None,
                 "failure": {"phase": "playbook", "message": log_tail[-2000:]}}
-    started = _ts(result["started"])
+    started = parse_time(result["started"])
     phases, previous = [], started
     for phase in result.get("phases", []):
-        ended = _ts(phase["ended"])
+        ended = parse_time(phase["ended"])
         phases.append({"name": phase["name"], "ok": True, "seconds": round(
             (ended - previous).total_seconds(), 1), "detail": phase.get("detail", "")})
         previous = ended
     failure = result.get("failure")
     if failure:
         phases.append({"name": failure["phase"], "ok": False, "seconds": round(
-            (_ts(result["finished"]) - previous).total_seconds(), 1),
+            (parse_time(result["finished"]) - previous).total_seconds(), 1),
             "detail": f"{failure.get('task', '')}: {failure.get('message', '')}"})
     snaps = [s for s in (result.get("app_snapshot"), result.get("db_snapshot")) if s]
-    rpo_s = (round((started - min(_ts(s["time"]) for s in snaps)).total_seconds(), 1)
+    rpo_s = (round((started - min(parse_time(s["time"]) for s in snaps)).total_seconds(), 1)
              if snaps else None)
     verified = not failure and rc == 0 and bool(result.get("ok"))
     rto_s = round((previous - started).total_seconds(), 1) if verified else None
@@ -88,7 +88,7 @@ def render_report_html(report: dict) -> str:
 def write_report(reports_dir: Path, report: dict, inventory: Path) -> Path:
     """Write <id>/report.json and report.html (adding the id to `report`), then rebuild the
     index; returns the folder."""
-    started = _ts(report.get("started") or datetime.now(UTC).isoformat())
+    started = parse_time(report.get("started") or datetime.now(UTC).isoformat())
     drill_id = started.strftime("%Y%m%dT%H%M%SZ")
     folder = reports_dir / drill_id
     folder.mkdir(parents=True, exist_ok=True)
