@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 Verifier = Callable[[Path, "str | None"], dict]
 STAT_KEYS = ("ok", "changed", "dark", "failures", "ignored", "processed", "rescued", "skipped")
 KEPT_ARTIFACTS = ("rc", "status", "stdout", "stderr")
+# Events are stored in batches: at most this many, held at most about this long (ansible-runner
+# asks the cancel callback at least once a second, which also flushes a quiet run's events).
+FLUSH_EVENTS = 64
+FLUSH_S = 0.5
 
 
 def default_verifier(inventory: Path, limit: str | None) -> dict:
@@ -133,7 +137,7 @@ def kill_processes_using(private: Path) -> list[int]:
 
 
 class _RunCallbacks:
-    """ansible-runner's callbacks for one job."""
+    """ansible-runner's callbacks for one job, all called on the job's worker thread."""
 
     def __init__(
         self,
@@ -148,6 +152,8 @@ class _RunCallbacks:
         self.cancel, self.stopping = cancel, stopping
         self.stats: dict[str, Any] | None = None
         self.status: str | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._pending_since = 0.0
 
     def event(self, data: dict[str, Any]) -> bool:
         # Redact in place: ansible-runner writes this same dict to artifacts/job_events after us.
@@ -158,23 +164,41 @@ class _RunCallbacks:
         if data.get("event") == "playbook_on_stats":
             self.stats = event_data
         if "counter" in data:
-            self.store.add_event(
-                job_id=self.job_id,
-                counter=int(data["counter"]),
-                event=data.get("event", ""),
-                host=event_data.get("host"),
-                task=event_data.get("task"),
-                created=data.get("created"),
-                stdout=data.get("stdout"),
-                data={k: v for k, v in data.items() if k != "stdout"},
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append(
+                {
+                    "counter": int(data["counter"]),
+                    "event": data.get("event", ""),
+                    "host": event_data.get("host"),
+                    "task": event_data.get("task"),
+                    "created": data.get("created"),
+                    "stdout": data.get("stdout"),
+                    "data": {k: v for k, v in data.items() if k != "stdout"},
+                }
             )
+            self._flush_if_due()
         return True
 
+    def flush(self) -> None:
+        """Store the pending events, in counter order, in one transaction."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.store.add_events(self.job_id, pending)
+
+    def _flush_if_due(self) -> None:
+        if len(self._pending) >= FLUSH_EVENTS or (
+            self._pending and time.monotonic() - self._pending_since >= FLUSH_S
+        ):
+            self.flush()
+
     def status_changed(self, data: dict[str, Any], runner_config: Any = None) -> None:
+        self.flush()  # a reader who sees the final playbook status finds every event stored
         self.status = data["status"]
         self.store.update_job(self.job_id, only_if_state=st.RUNNING, playbook_status=self.status)
 
     def cancelled(self) -> bool:
+        self._flush_if_due()  # called at least once a second, so held events never go stale
         return self.cancel.is_set() or self.stopping.is_set()
 
     def host_stats(self) -> dict[str, dict[str, int]]:
@@ -324,23 +348,28 @@ class JobRunner:
                 cancel=cancel,
                 stopping=self._stopping,
             )
-            result = ansible_runner.run(
-                private_data_dir=str(private),
-                ident=job_id,
-                project_dir=str(settings.project_dir),
-                playbook=f"playbooks/{job['service']}.yml",
-                inventory=str(inventory),
-                limit=",".join(job["hosts"]),
-                cmdline=shlex.join(args),
-                suppress_env_files=True,
-                # The ansible-playbook of this Python's environment, whatever PATH the API got.
-                envvars={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
-                timeout=settings.job_timeout_s,
-                quiet=True,
-                event_handler=callbacks.event,
-                status_handler=callbacks.status_changed,
-                cancel_callback=callbacks.cancelled,
-            )
+            try:
+                result = ansible_runner.run(
+                    private_data_dir=str(private),
+                    ident=job_id,
+                    project_dir=str(settings.project_dir),
+                    playbook=f"playbooks/{job['service']}.yml",
+                    inventory=str(inventory),
+                    limit=",".join(job["hosts"]),
+                    cmdline=shlex.join(args),
+                    suppress_env_files=True,
+                    # The ansible-playbook of this Python's environment, whatever PATH the API got.
+                    envvars={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+                    timeout=settings.job_timeout_s,
+                    quiet=True,
+                    event_handler=callbacks.event,
+                    status_handler=callbacks.status_changed,
+                    cancel_callback=callbacks.cancelled,
+                )
+            finally:
+                # Also when the run failed: keep what it did. Before the job turns terminal,
+                # which SSE readers take to mean that no event comes after.
+                callbacks.flush()
             return self._outcome(job, result.status, result.rc, callbacks)
         finally:
             # Ansible's workers run in their own sessions, so ansible-runner's kill of the

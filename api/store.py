@@ -537,24 +537,30 @@ class Store:
 
     # --- events -------------------------------------------------------------------------------
 
-    def add_event(
-        self,
-        *,
-        job_id: str,
-        counter: int,
-        event: str,
-        host: str | None,
-        task: str | None,
-        created: str | None,
-        stdout: str | None,
-        data: dict,
-    ) -> None:
+    def add_events(self, job_id: str, events: Sequence[dict[str, Any]]) -> None:
+        """Store a batch of a job's events in one transaction (a counter already stored is kept).
+
+        Each event has the keys counter, event, host, task, created, stdout and data. One commit
+        per batch instead of per event: on PostgreSQL every commit waits for a WAL flush.
+        """
+        if not events:
+            return
         with self.tx() as tx:
-            tx.run(
-                "INSERT INTO job_events VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (job_id, counter) DO NOTHING",
-                (job_id, counter, event, host, task, created, stdout, _encode(data)),
-            )
+            for e in events:
+                tx.run(
+                    "INSERT INTO job_events VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (job_id, counter) DO NOTHING",
+                    (
+                        job_id,
+                        e["counter"],
+                        e["event"],
+                        e["host"],
+                        e["task"],
+                        e["created"],
+                        e["stdout"],
+                        _encode(e["data"]),
+                    ),
+                )
 
     def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[dict]:
         with self.tx() as tx:

@@ -143,17 +143,21 @@ def test_update_job_guarded_by_state(store):
 
 def test_events_page_by_counter_and_ignore_duplicates(store):
     job, _ = make_job(store)
-    for counter in (1, 2, 3, 2):
-        store.add_event(
-            job_id=job["id"],
-            counter=counter,
-            event="runner_on_ok",
-            host="app",
-            task="t",
-            created=None,
-            stdout=f"line {counter}",
-            data={"n": counter},
-        )
+
+    def event(counter):
+        return {
+            "counter": counter,
+            "event": "runner_on_ok",
+            "host": "app",
+            "task": "t",
+            "created": None,
+            "stdout": f"line {counter}",
+            "data": {"n": counter},
+        }
+
+    store.add_events(job["id"], [event(1), event(2)])
+    store.add_events(job["id"], [event(3), event(2)])
+    store.add_events(job["id"], [])
     page = store.events(job["id"], after=1, limit=1)
     assert [(e["counter"], e["data"]) for e in page] == [(2, {"n": 2})]
     assert [e["counter"] for e in store.events(job["id"])] == [1, 2, 3]
