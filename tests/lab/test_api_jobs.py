@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from labkit import BIN, REPO, wait_until
+from labkit import BIN, REPO, lab_ssh, run_playbook, wait_until
 
+from lab import manager
 from lab.inventory import vault_password_file
 
 pytestmark = pytest.mark.lab
@@ -136,14 +137,39 @@ def _site_job(ticket: str, limit: str = "ems_app") -> dict:
     return {"ticket_id": ticket, "customer_id": CUSTOMER, "service": "site", "limit": limit}
 
 
-def test_site_ticket_runs_the_playbook_and_ends_verified(api):
-    status, job = api.call("POST", "/v1/jobs", api.engineer, _site_job("T-LAB-1"))
+def _reinstall_job(ticket: str) -> dict:
+    return {"ticket_id": ticket, "customer_id": CUSTOMER, "service": "reinstall",
+            "limit": "ems-gw1"}
+
+
+def _gateway_conf_sha() -> str:
+    return lab_ssh("ems-gw1", "sha256sum /etc/kangpai-ems/ems.conf").stdout.split()[0]
+
+
+def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
+    """The paid service end to end: the gateway's disk died, the ticket asks for a reinstall."""
+    # A configuration only the backup knows: the inventory would render another one.
+    lab_ssh("ems-gw1", "echo '# site note T-LAB-1' >> /etc/kangpai-ems/ems.conf")
+    backed_up_sha = _gateway_conf_sha()
+    run_playbook("backup.yml", "-l", "ems-gw1:backup_servers")
+    manager.wipe("ems-gw1", log=lambda _m: None)
+
+    quoted_status, quoted = api.call("POST", "/v1/jobs", api.engineer, _reinstall_job("T-LAB-1"))
+    assert quoted_status == 402, quoted
+    quote = quoted["error"]["detail"]["quote"]
+    status, _ = api.call("POST", "/v1/tickets/T-LAB-1/settlements", api.admin,
+                         {"service": "reinstall", "kind": "payment", "amount": quote["total"],
+                          "reference": "bank-T-LAB-1"})
+    assert status == 201
+
+    status, job = api.call("POST", "/v1/jobs", api.engineer, _reinstall_job("T-LAB-1"))
     assert status == 202, job
+    assert job["decision"]["outcome"] == "billable" and job["decision"]["settled"] is True
     # The ticket system retries: the same request is the same job.
-    again_status, again = api.call("POST", "/v1/jobs", api.engineer, _site_job("T-LAB-1"))
+    again_status, again = api.call("POST", "/v1/jobs", api.engineer, _reinstall_job("T-LAB-1"))
     assert again_status == 200 and again["id"] == job["id"]
     # Another ticket on the same host while this one holds it.
-    held_status, held = api.call("POST", "/v1/jobs", api.engineer, _site_job("T-LAB-2", "ems-app"))
+    held_status, held = api.call("POST", "/v1/jobs", api.engineer, _site_job("T-LAB-2", "ems-gw1"))
     assert held_status == 409, held
     assert held["error"]["code"] == "hosts_held"
 
@@ -151,8 +177,11 @@ def test_site_ticket_runs_the_playbook_and_ends_verified(api):
     assert done["state"] == "succeeded", done
     assert done["verdict"] is True
     assert done["verification"]["ok"] is True
-    assert done["verification"]["hosts"]["ems-app"]["checks"] > 0
-    assert done["host_stats"]["ems-app"]["failures"] == 0
+    assert done["verification"]["hosts"]["ems-gw1"]["checks"] > 0
+    assert done["host_stats"]["ems-gw1"]["failures"] == 0
+    result = done["set_stats"]["reinstall"]["ems-gw1"]
+    assert result["status"] == "restored", result
+    assert _gateway_conf_sha() == backed_up_sha
     FINISHED_JOBS.append(job["id"])
 
     wait_until(lambda: any(json.loads(b)["job_id"] == job["id"] for _h, b in Hooks.received),
@@ -193,6 +222,9 @@ def test_no_vault_secret_reaches_events_logs_or_the_database(api):
     data_dir = Path(api.env["EMSOPS_DATA_DIR"])
     files = [p for p in data_dir.rglob("*") if p.is_file()] + [api.log]
     assert any(p.suffix in (".sqlite3", ".db") for p in files), "no database file to inspect"
+    # The reinstall job above opened the restic repository with the vault's restic password.
+    assert FINISHED_JOBS and any("artifacts" in p.parts and p.name == "stdout" for p in files), \
+        "no runner artifacts to inspect"
     for path in files:
         content = path.read_bytes()
         leaked = [v for v in values if v in content]
