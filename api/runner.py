@@ -106,6 +106,20 @@ def ansible_cfg_vault_file(project_dir: Path) -> Path | None:
     return path if path.is_absolute() else project_dir / path
 
 
+def ansible_cfg_host_key_checking(project_dir: Path) -> str:
+    """Host key checking as ansible-playbook would have it (ansible's default: on).
+
+    ansible-runner switches it off unless the environment says otherwise, which would let a
+    job talk to any host that answers on a site's address: so the API always says.
+    """
+    configured = os.environ.get("ANSIBLE_HOST_KEY_CHECKING")
+    if configured is None:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(project_dir / "ansible.cfg")
+        configured = parser.get("defaults", "host_key_checking", fallback="True")
+    return configured
+
+
 def read_vault_password(path: Path) -> str:
     """As ansible does: an executable file prints the password, any other file holds it."""
     if os.access(path, os.X_OK):
@@ -359,7 +373,12 @@ class JobRunner:
                     cmdline=shlex.join(args),
                     suppress_env_files=True,
                     # The ansible-playbook of this Python's environment, whatever PATH the API got.
-                    envvars={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+                    envvars={
+                        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+                        "ANSIBLE_HOST_KEY_CHECKING": ansible_cfg_host_key_checking(
+                            settings.project_dir
+                        ),
+                    },
                     timeout=settings.job_timeout_s,
                     quiet=True,
                     event_handler=callbacks.event,

@@ -140,6 +140,15 @@ def test_cancel_of_a_finished_job_changes_nothing(api):
     assert (response.json()["state"], response.json()["cancel_requested"]) == ("succeeded", False)
 
 
+def test_jobs_check_host_keys_as_the_project_says(api, monkeypatch):
+    # ansible-runner turns host key checking off unless told; the project's ansible.cfg says on.
+    monkeypatch.delenv("ANSIBLE_HOST_KEY_CHECKING", raising=False)
+    api.contract()
+    job = api.wait(post_job(api, "inspect"))
+    assert job["state"] == "succeeded"
+    assert job["set_stats"]["host_key_checking"] is True
+
+
 def test_failed_playbook_fails_without_verification(api, verifier):
     api.contract()
     api.guarantee("T-1", "reinstall")
