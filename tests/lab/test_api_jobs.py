@@ -146,6 +146,23 @@ def _gateway_conf_sha() -> str:
     return lab_ssh("ems-gw1", "sha256sum /etc/kangpai-ems/ems.conf").stdout.split()[0]
 
 
+def test_reinstall_with_no_backup_deploys_fresh_and_says_data_not_recoverable(api):
+    # The site has never been backed up (the lab tests start from nothing): a dead gateway
+    # can only be deployed fresh, and the job must say so instead of pretending it restored.
+    manager.wipe("ems-gw1", log=lambda _m: None)
+    status, _ = api.call("POST", "/v1/tickets/T-LAB-0/settlements", api.admin,
+                         {"service": "reinstall", "kind": "guarantee", "reference": "sales-0"})
+    assert status == 201
+    status, job = api.call("POST", "/v1/jobs", api.engineer, _reinstall_job("T-LAB-0"))
+    assert status == 202, job
+
+    done = api.wait_finished(api.engineer, job["id"])
+    assert done["state"] == "succeeded" and done["verdict"] is True, done
+    result = done["set_stats"]["reinstall"]["ems-gw1"]
+    assert result["status"] == "data not recoverable", result
+    assert result["data_recoverable"] is False and result["snapshot"] is None
+
+
 def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
     """The paid service end to end: the gateway's disk died, the ticket asks for a reinstall."""
     # A configuration only the backup knows: the inventory would render another one.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
-from labkit import lab_ssh, run_playbook, wait_until
+from labkit import lab_ssh, run_playbook
 
 from lab.inventory import _secrets
 
@@ -27,8 +28,13 @@ def locks(host: str) -> list[str]:
 
 def journal_says(host: str, text: str) -> None:
     """journald receives a unit's output asynchronously: wait for the line to arrive."""
-    wait_until(lambda: text in lab_ssh(host, "journalctl -u ems-backup@run.service -n 50 -o cat")
-               .stdout, 20, f"{text!r} in {host}'s journal", interval_s=0.5)
+    journal = ""
+    for _ in range(40):
+        journal = lab_ssh(host, "journalctl -u ems-backup@run.service -n 50 -o cat").stdout
+        if text in journal:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{text!r} not in {host}'s journal of ems-backup@run.service:\n{journal}")
 
 
 def unit_failed(host: str) -> bool:
@@ -87,3 +93,22 @@ def test_wrong_password_fails_clearly_and_leaves_no_lock(backed_up):
         lab_ssh("ems-gw1", "mv /etc/emsops-backup/password.good /etc/emsops-backup/password")
     assert locks("ems-gw1") == []
     lab_ssh("ems-gw1", "systemctl start ems-backup@run.service")
+
+
+@pytest.mark.parametrize("timer", ["ems-backup.timer", "ems-backup-forget.timer",
+                                   "ems-backup-check.timer"])
+def test_each_schedule_has_its_own_active_timer(backed_up, timer):
+    state = lab_ssh("ems-db", f"systemctl is-enabled {timer}; systemctl is-active {timer}").stdout
+    assert state.split() == ["enabled", "active"]
+
+
+def test_forget_keeps_one_snapshot_per_day_and_kind_and_check_passes(backed_up):
+    lab_ssh("ems-db", "systemctl start ems-backup@run.service")
+    kinds = [tags(s)["kind"] for s in snapshots("ems-db")]
+    assert kinds.count("db") >= 2
+
+    lab_ssh("ems-db", "systemctl start ems-backup@forget.service")
+    # Every snapshot was taken today: keep-daily leaves the newest of each kind.
+    assert sorted([tags(s)["kind"] for s in snapshots("ems-db")]) == sorted(set(kinds))
+    lab_ssh("ems-db", "systemctl start ems-backup@check.service")
+    assert not unit_failed("ems-db")

@@ -43,6 +43,8 @@ def test_wiped_db_gets_every_snapshot_reading_back_and_the_outage_spool(lab_site
     outage_end = time.time()
 
     assert _checksums(cutoff) == before
+    assert lab_ssh("ems-db", "ls -A /var/lib/emsops-backup/restore").stdout == "", \
+        "the restored dump was left on the host"
     wait_until(lambda: _gateway()["backlog"]["size"] == 0, 90, "the spool to drain")
     sql = (f"SELECT count(DISTINCT meter_id) FROM readings WHERE ts > to_timestamp({outage_start})"
            f" AND ts < to_timestamp({outage_end})")
