@@ -112,3 +112,11 @@ def test_forget_keeps_one_snapshot_per_day_and_kind_and_check_passes(backed_up):
     assert sorted([tags(s)["kind"] for s in snapshots("ems-db")]) == sorted(set(kinds))
     lab_ssh("ems-db", "systemctl start ems-backup@check.service")
     assert not unit_failed("ems-db")
+
+
+def test_concurrent_runs_on_one_host_wait_for_each_other(backed_up):
+    # A reinstall or an engineer lists snapshots while the timer's check runs: both succeed.
+    both = lab_ssh("ems-db", "/usr/local/sbin/ems-backup check >/dev/null & check=$!; sleep 0.3; "
+                             "/usr/local/sbin/ems-backup snapshots >/dev/null; listed=$?; "
+                             "wait $check; echo $listed $?", check=False)
+    assert both.stdout.split() == ["0", "0"], both.stderr
