@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from lab.errors import LabError
 from lab.system import is_mounted, pid_alive, run
 
 BOOT_TIMEOUT_S = 90
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def ssh_dir() -> Path:
@@ -47,6 +49,32 @@ def ssh_base_args(spec: HostSpec) -> list[str]:
             "-o", "ConnectTimeout=5", f"root@{spec.address}"]
 
 
+def lab_cgroups() -> list[Path]:
+    """This lab's folder in each cgroup hierarchy that tracks processes by name.
+
+    nspawn --keep-unit puts a container in the cgroup it was started from. Started from the same
+    one, every host's systemd would manage the same `system.slice/<unit>` folders: one host
+    removing its finished unit's folder made another's next start fail with 219/CGROUP. So each
+    host gets its own cgroup (cgroup v1's name=systemd and the unified one, or the single v2).
+    """
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        roots = [CGROUP_ROOT]
+    else:
+        roots = [CGROUP_ROOT / h for h in ("systemd", "unified")
+                 if (CGROUP_ROOT / h / "cgroup.procs").exists()]
+    return [root / f"emsops-{config.BRIDGE}" for root in roots]
+
+
+def remove_cgroup(path: Path) -> None:
+    """Remove an emptied cgroup and the ones below it (their files go with them)."""
+    if not path.is_dir():
+        return
+    # One still holding a process stays: `lab down`'s test reports what is left.
+    for dirpath, _dirs, _files in os.walk(path, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
+
 @dataclass
 class Host:
     spec: HostSpec
@@ -58,6 +86,10 @@ class Host:
     @property
     def root(self) -> Path:
         return self.dir / "root"
+
+    @property
+    def cgroups(self) -> list[Path]:
+        return [lab / self.spec.name for lab in lab_cgroups()]
 
     @property
     def pidfile(self) -> Path:
@@ -139,12 +171,20 @@ class Host:
     def boot(self) -> None:
         if self.running():
             return
+        for cgroup in self.cgroups:
+            cgroup.mkdir(parents=True, exist_ok=True)
+
+        def enter_own_cgroups() -> None:  # in the child, before nspawn starts
+            for cgroup in self.cgroups:
+                (cgroup / "cgroup.procs").write_text("0")
+
         log = open(self.dir / "console.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             ["systemd-nspawn", "-D", str(self.root), "-b", "--register=no", "--keep-unit",
              "-M", config.machine_name(self.spec), f"--network-bridge={config.BRIDGE}",
              "--console=passive", "--link-journal=no", "--resolv-conf=off", "--timezone=off"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            preexec_fn=enter_own_cgroups)  # noqa: PLW1509 - no threads start nspawn
         log.close()
         self.pidfile.write_text(f"{proc.pid}\n")
 
@@ -177,6 +217,8 @@ class Host:
                     time.sleep(0.1)
         self.pidfile.unlink(missing_ok=True)
         self.unmount()
+        for cgroup in self.cgroups:
+            remove_cgroup(cgroup)
 
 
 def _update_known_hosts(spec: HostSpec, pubkey_line: str) -> None:

@@ -7,7 +7,15 @@ import shutil
 from pathlib import Path
 
 from lab import config, image, mirror, network
-from lab.hosts import Host, all_hosts, ensure_client_key, host, ssh_base_args
+from lab.hosts import (
+    Host,
+    all_hosts,
+    ensure_client_key,
+    host,
+    lab_cgroups,
+    remove_cgroup,
+    ssh_base_args,
+)
 from lab.inventory import write_inventory
 from lab.system import require_root, require_tools
 
@@ -48,6 +56,8 @@ def down(purge: bool = False, log=print) -> None:
         if purge:
             h.discard_disk()
             shutil.rmtree(h.dir, ignore_errors=True)
+    for cgroup in lab_cgroups():
+        remove_cgroup(cgroup)
     network.remove_bridge()
     mirror.stop_mirror()
     log("lab is down" + (" and its disks are gone" if purge else ""))

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from labkit import lab_ssh, run_playbook
+from labkit import address, lab_ssh, run_playbook
 
 from lab.inventory import _secrets
 
@@ -120,3 +120,15 @@ def test_concurrent_runs_on_one_host_wait_for_each_other(backed_up):
                              "/usr/local/sbin/ems-backup snapshots >/dev/null; listed=$?; "
                              "wait $check; echo $listed $?", check=False)
     assert both.stdout.split() == ["0", "0"], both.stderr
+
+
+def test_unreachable_backup_server_is_not_taken_for_a_missing_repository(backed_up):
+    route = f"blackhole {address('backup')}/32"
+    lab_ssh("ems-gw1", f"ip route add {route}")
+    try:
+        proc = lab_ssh("ems-gw1", "/usr/local/sbin/ems-backup init", check=False)
+    finally:
+        lab_ssh("ems-gw1", f"ip route del {route}")
+    assert proc.returncode != 0
+    assert f"cannot reach the backup server {address('backup')} over SFTP" in proc.stderr
+    assert "initialised" not in proc.stdout

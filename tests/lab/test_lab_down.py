@@ -1,4 +1,4 @@
-"""`emsops lab down` leaves no process, mount, link or bridge behind."""
+"""`emsops lab down` leaves no process, mount, link, bridge or cgroup behind."""
 
 import os
 
@@ -6,7 +6,7 @@ import pytest
 from labkit import emsops
 
 from lab import config, network
-from lab.hosts import all_hosts
+from lab.hosts import all_hosts, lab_cgroups
 
 pytestmark = [pytest.mark.lab, pytest.mark.lab_last]
 
@@ -37,3 +37,4 @@ def test_lab_down_leaves_nothing_behind(lab_site):
 
     assert not network.lab_links(), f"links left behind: {network.lab_links()}"
     assert not any(h.running() for h in all_hosts())
+    assert not [c for c in lab_cgroups() if c.exists()], "cgroups left behind"

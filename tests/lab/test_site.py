@@ -106,3 +106,10 @@ def test_lab_up_again_leaves_running_hosts_alone(lab_site):
     assert proc.returncode == 0, proc.stderr
     assert {h.spec.name: h.pid() for h in all_hosts()} == before
     assert all(before.values())
+
+
+def test_each_host_has_a_cgroup_of_its_own(lab_site):
+    # Shared cgroups let one host's systemd remove another's unit folders (219/CGROUP).
+    units = lab_ssh("ems-gw1", "ls /sys/fs/cgroup/systemd/system.slice").stdout.split()
+    assert "ems-collector.service" in units
+    assert "ems-platform.service" not in units, "ems-gw1 sees ems-app's units"
