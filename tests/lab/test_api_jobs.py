@@ -201,6 +201,10 @@ def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
     result = done["set_stats"]["reinstall"]["ems-gw1"]
     assert result["status"] == "restored", result
     assert _note().strip() == note
+    # The backup server knows the redeployed gateway by its new key only.
+    keys = lab_ssh("backup", "cat /srv/emsbackup/.ssh/authorized_keys").stdout.splitlines()
+    new_key = lab_ssh("ems-gw1", "cat /etc/emsops-backup/id_ed25519.pub").stdout.strip()
+    assert [k for k in keys if k.endswith(" emsops-backup@ems-gw1")] == [new_key]
     FINISHED_JOBS.append(job["id"])
 
     wait_until(lambda: any(json.loads(b)["job_id"] == job["id"] for _h, b in Hooks.received),

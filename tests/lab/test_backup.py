@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from labkit import address, lab_ssh, run_playbook
+from labkit import address, lab_ssh, run_playbook, wait_until
 
 from lab.inventory import _secrets
 
@@ -132,3 +132,56 @@ def test_unreachable_backup_server_is_not_taken_for_a_missing_repository(backed_
     assert proc.returncode != 0
     assert f"cannot reach the backup server {address('backup')} over SFTP" in proc.stderr
     assert "initialised" not in proc.stdout
+
+
+SPOOL = "/var/lib/kangpai-ems/spool.db"
+COUNT = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+         "print(db.execute('SELECT count(*) FROM readings').fetchone()[0], "
+         "db.execute('PRAGMA integrity_check').fetchone()[0])")
+
+
+def spool_rows(path: str = SPOOL) -> tuple[int, str]:
+    """(readings, integrity verdict) of a gateway spool, read as its owner (as the service does)."""
+    out = lab_ssh("ems-gw1", f"runuser -u $(stat -c %U {path}) -- python3 -c \"{COUNT}\" {path}")
+    rows, verdict = out.stdout.split()
+    return int(rows), verdict
+
+
+def test_gateway_spool_is_saved_as_a_consistent_copy_with_its_backlog(backed_up):
+    # The platform is down, so the spool holds readings it has not forwarded: the snapshot must
+    # keep them, from a copy SQLite made consistent, not from the live database and its WAL.
+    lab_ssh("ems-app", "systemctl stop ems-platform.service")
+    try:
+        waiting = wait_until(lambda: (n := spool_rows()[0]) >= 8 and n, 120,
+                             "readings waiting in ems-gw1's spool")
+        lab_ssh("ems-gw1", "systemctl start ems-backup@run.service")
+    finally:
+        lab_ssh("ems-app", "systemctl start ems-platform.service")
+    newest = max((s for s in snapshots("ems-gw1") if tags(s)["kind"] == "files"),
+                 key=lambda s: s["time"])
+    lab_ssh("ems-gw1", f"rm -rf /root/restored && "
+                       f"/usr/local/sbin/ems-backup restore {newest['id']} /root/restored")
+    try:
+        saved = lab_ssh("ems-gw1", "cd /root/restored && find . -name 'spool.db*'").stdout.split()
+        assert saved == [f"./var/backups/kangpai-ems/sqlite{SPOOL}"]
+        rows, verdict = spool_rows(f"/root/restored/var/backups/kangpai-ems/sqlite{SPOOL}")
+        assert verdict == "ok" and rows >= waiting
+    finally:
+        lab_ssh("ems-gw1", "rm -rf /root/restored")
+
+
+def test_a_crashed_run_leaves_a_stale_lock_the_next_run_clears(backed_up):
+    # restic killed mid-backup (an OOM kill, a power cut) keeps its lock in the repository.
+    # The repository settings come from the installed script itself.
+    settings = "$(grep -E '^(export |SSH=|SFTP_CMD=)' /usr/local/sbin/ems-backup)"
+    lab_ssh("ems-gw1", f"eval \"{settings}\"; export SFTP_CMD; "
+                       "setsid bash -c 'sleep 600 | restic -o sftp.command=\"$SFTP_CMD\" backup "
+                       "--stdin --host ems-gw1' </dev/null >/dev/null 2>&1 &")
+    try:
+        wait_until(lambda: lab_ssh("backup", "ls /srv/emsbackup/repo/locks").stdout.split(), 60,
+                   "the lock of the restic about to crash")
+    finally:
+        lab_ssh("ems-gw1", "pkill -KILL -x restic; pkill -f '^sleep 600$'", check=False)
+    assert len(locks("ems-gw1")) == 1
+    lab_ssh("ems-gw1", "systemctl start ems-backup@run.service")
+    assert locks("ems-gw1") == []
