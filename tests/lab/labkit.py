@@ -42,6 +42,17 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return result
 
 
+def changed_tasks(output: str) -> list[str]:
+    """`TASK name: host` for every task that reported a change (default callback's output)."""
+    changes, task = [], "?"
+    for line in output.splitlines():
+        if m := re.match(r"^TASK \[(.*)\]", line):
+            task = m.group(1)
+        elif m := re.match(r"^changed: \[([^\]]+)\]", line):
+            changes.append(f"{task}: {m.group(1)}")
+    return changes
+
+
 def lab_ssh(host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([*ssh_base_args(lab_host(host).spec), command], capture_output=True,
                           text=True, check=False)

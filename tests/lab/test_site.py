@@ -6,7 +6,17 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from labkit import address, db_counts, emsops, http_json, lab_ssh, recap, run_playbook, wait_until
+from labkit import (
+    address,
+    changed_tasks,
+    db_counts,
+    emsops,
+    http_json,
+    lab_ssh,
+    recap,
+    run_playbook,
+    wait_until,
+)
 
 from lab import manager
 from lab.hosts import all_hosts
@@ -32,10 +42,11 @@ def test_deployed_site_is_healthy_with_readings_from_every_meter(lab_site):
 
 
 def test_second_run_changes_nothing(lab_site):
-    counters = recap(run_playbook("site.yml").stdout)
+    output = run_playbook("site.yml").stdout
+    counters = recap(output)
     assert set(counters) >= {"ems-app", "ems-db", "ems-gw1", "meters", "backup"}
     changed = {h: c["changed"] for h, c in counters.items() if c["changed"]}
-    assert not changed, f"second site.yml run changed something: {changed}"
+    assert not changed, f"second site.yml run changed {changed}: {changed_tasks(output)}"
 
 
 def test_check_mode_on_a_deployed_site_reports_no_change(lab_site):
