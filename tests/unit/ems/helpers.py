@@ -87,11 +87,11 @@ class EmsProcess:
         return self.proc.returncode
 
 
-def run_ems(module: str, config: Path, root: Path = SRC,
+def run_ems(module: str, config: Path, root: Path = SRC, *args: str,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run a one-shot entry point (migrate, aggregate) to completion."""
+    """Run a one-shot entry point (migrate, aggregate, replay) to completion."""
     return subprocess.run(
-        [PYTHON, "-m", f"kangpai_ems.{module}", "--config", str(config)],
+        [PYTHON, "-m", f"kangpai_ems.{module}", "--config", str(config), *args],
         capture_output=True, text=True, timeout=timeout, cwd=root,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "LC_ALL": "C.UTF-8"})
 

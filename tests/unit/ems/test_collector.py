@@ -5,18 +5,22 @@ reading arrives exactly once, in order."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kangpai_ems.timeutil import iso
 
 from .helpers import (
     PYTHON,
     Database,
     EmsProcess,
+    PgServer,
     free_port,
     http,
     run_ems,
@@ -98,7 +102,8 @@ def site(tmp_path: Path, database: Database, ems: Callable[..., EmsProcess],
 
 def spooled(spool: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(spool) as db:
-        return db.execute("SELECT meter_id, ts FROM readings ORDER BY id").fetchall()
+        return db.execute("SELECT meter_id, ts FROM readings WHERE confirmed_at IS NULL"
+                          " ORDER BY id").fetchall()
 
 
 def test_readings_flow_to_the_platform(site: Site) -> None:
@@ -189,3 +194,47 @@ def test_offline_meter_counts_errors_and_recovers(site: Site) -> None:
     site.meter_ctl(2, "normal")
     wait_until(lambda: site.health()["meters"]["m02"]["reads"] > before["m02"]["reads"], 20,
                "reads to resume")
+
+
+def test_replay_sends_again_what_a_restored_database_lost(site: Site, pg: PgServer,
+                                                          database: Database) -> None:
+    site.start_platform()
+    site.start_collector()
+    wait_until(lambda: all(site.platform_counts().get(m, 0) >= 2 for m in METERS), 20,
+               "readings of every meter")
+    since = datetime.now(UTC)
+    wait_until(lambda: all(site.platform_counts().get(m, 0) >= 5 for m in METERS), 20,
+               "more readings after the backup moment")
+    assert site.sim.stop() == 0  # no new readings: what the platform should have is fixed
+    wait_until(lambda: site.health()["backlog"]["size"] == 0, 20, "the last reads to arrive")
+    had = site.platform_counts()
+
+    # The database comes back from a backup taken at `since`: what came later is gone.
+    lost = pg.psql(f"WITH gone AS (DELETE FROM readings WHERE received_at >= '{iso(since)}'"
+                   " RETURNING 1) SELECT count(*) FROM gone", database.name)
+    assert int(lost) >= 3 * len(METERS)
+    assert site.platform_counts() != had
+
+    proc = run_ems("replay", site.config, site.root, "--since", iso(since))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["complete"] is True and result["replayed"] >= 3 * len(METERS)
+    wait_until(lambda: site.platform_counts() == had, 30, "the replayed readings to arrive")
+    assert site.health()["history"]["size"] >= sum(had.values())
+
+
+def test_replay_says_when_the_history_does_not_reach_back(site: Site) -> None:
+    site.start_platform()
+    site.start_collector()
+    wait_until(lambda: site.platform_counts().get("m01", 0) >= 1, 20, "first readings")
+    proc = run_ems("replay", site.config, site.root, "--since", "2020-01-01T00:00:00Z")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["complete"] is False
+    assert result["history_whole_since"] > "2020-01-01"
+
+
+def test_replay_refuses_a_time_without_offset(site: Site) -> None:
+    proc = run_ems("replay", site.config, site.root, "--since", "2026-01-01T00:00:00")
+    assert proc.returncode == 2
+    assert "--since" in proc.stderr

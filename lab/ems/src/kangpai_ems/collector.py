@@ -1,5 +1,6 @@
 """Gateway daemon: polls meters over Modbus TCP into a durable spool, forwards the spool to the
-platform in order, and deletes readings only after the platform confirmed their commit.
+platform in order, and marks readings sent only after the platform confirmed their commit (they
+stay as history for `history_hours`, see `kangpai_ems.replay`).
 Serves GET /health (JSON) and GET /metrics (Prometheus text) on the status port."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from . import config, httpjson, modbus, service
 from . import meter_registers as regs
@@ -131,7 +132,7 @@ class Collector:
             raise ForwardError(f"platform answered {exc.code}: {exc.read()[:200]!r}") from None
         if not isinstance(answer, dict) or answer.get("committed") != len(batch):
             raise ForwardError(f"platform did not confirm {len(batch)} readings: {answer!r}")
-        self.spool.remove(batch)
+        self.spool.confirm(batch)
         self.last_forward_ok = utcnow()
         if self.last_forward_error is not None:
             log.info("forwarding to %s works again", self.cfg.platform_url)
@@ -144,6 +145,7 @@ class Collector:
 
     def health(self, _request: httpjson.Request) -> httpjson.Response:
         size, age = self.spool.backlog()
+        kept, whole_since = self.spool.history()
         with self._lock:
             meters = {meter_id: {"last_good_read": iso(s.last_good_read), "reads": s.reads,
                                  "errors": s.errors}
@@ -151,6 +153,8 @@ class Collector:
         return httpjson.Response(200, {
             "status": "ok", "version": VERSION, "gateway_id": self.cfg.gateway_id,
             "meters": meters, "backlog": {"size": size, "oldest_age_s": age},
+            "history": {"size": kept,
+                        "whole_since": iso(datetime.fromtimestamp(whole_since, UTC))},
             "last_forward_ok": iso(self.last_forward_ok),
             "last_forward_error": self.last_forward_error,
         })
@@ -208,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, meters = cfg.collector, cfg.meters
     stop = service.stop_event()
     try:
-        spool = Spool(settings.spool_path)
+        spool = Spool(settings.spool_path, settings.history_hours * 3600)
     except (OSError, sqlite3.Error) as exc:
         log.error("cannot open spool %s: %s", settings.spool_path, exc)
         return 1

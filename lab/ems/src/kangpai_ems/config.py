@@ -55,6 +55,7 @@ class CollectorSection:
     status_listen: str
     status_port: int
     spool_path: Path
+    history_hours: float
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class Config:
             status_port=self._get("collector", "status_port", int, 8081),
             spool_path=Path(self._get("collector", "spool_path", str,
                                       str(state_dir / "spool.db"))),
+            history_hours=self._history_hours(),
         )
 
     @property
@@ -199,6 +201,12 @@ class Config:
         if retries < 0:
             raise ConfigError(f"{self.path}: [collector] retries must be >= 0")
         return retries
+
+    def _history_hours(self) -> float:
+        hours = self._get("collector", "history_hours", float, 72.0)
+        if hours < 0:
+            raise ConfigError(f"{self.path}: [collector] history_hours must be >= 0")
+        return hours
 
     def _positive(self, section: str, key: str, default: float, kind: type = float) -> float:
         value = self._get(section, key, kind, default)
