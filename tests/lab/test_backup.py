@@ -136,12 +136,13 @@ def test_unreachable_backup_server_is_not_taken_for_a_missing_repository(backed_
 
 SPOOL = "/var/lib/kangpai-ems/spool.db"
 COUNT = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
-         "print(db.execute('SELECT count(*) FROM readings').fetchone()[0], "
+         "print(db.execute('SELECT count(*) FROM readings WHERE confirmed_at IS NULL')"
+         ".fetchone()[0], "
          "db.execute('PRAGMA integrity_check').fetchone()[0])")
 
 
 def spool_rows(path: str = SPOOL) -> tuple[int, str]:
-    """(readings, integrity verdict) of a gateway spool, read as its owner (as the service does)."""
+    """(readings waiting to be sent, integrity verdict) of a gateway spool, read as its owner."""
     out = lab_ssh("ems-gw1", f"runuser -u $(stat -c %U {path}) -- python3 -c \"{COUNT}\" {path}")
     rows, verdict = out.stdout.split()
     return int(rows), verdict
