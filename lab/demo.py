@@ -102,8 +102,8 @@ def main() -> int:
     snapshot_back = counts(before_backup) == at_snapshot
     say("result")
     print(f"readings on the server at the disaster:   {len(at_disaster)}")
-    print(f"of those, in the db snapshot:             {sum(at_snapshot.values())}")
-    print("confirmed after the snapshot, sent again from the gateways' history: "
+    print(f"of those, received before the backup:     {sum(at_snapshot.values())}")
+    print("received after it, sent again from the gateways' history: "
           f"{len(at_disaster) - sum(at_snapshot.values())}")
     print(f"lost:                                     {len(lost)}")
     print(f"every reading of the snapshot back:       {snapshot_back}")

@@ -9,6 +9,7 @@ import pytest
 from labkit import address, emsops, http_json, inventory_path, lab_ssh, run_playbook, wait_until
 
 from lab import manager
+from lab.demo import readings
 
 pytestmark = pytest.mark.lab
 
@@ -30,23 +31,16 @@ def _gateway() -> dict:
     return http_json(f"http://{address('ems-gw1')}:8081/health")
 
 
-def _readings() -> set[str]:
-    """Every reading the platform holds, as `meter|ts`."""
-    out = lab_ssh("ems-db", "cd / && runuser -u postgres -- psql -X -At -d ems -c "
-                            "\"SET timezone='UTC'; SELECT meter_id || '|' || ts FROM readings\"")
-    return {line for line in out.stdout.splitlines() if "|" in line}
-
-
 def test_wiped_db_gets_every_snapshot_reading_back_and_the_outage_spool(lab_site):
     cutoff = float(lab_ssh("ems-db", "date +%s.%N").stdout) - 5
     run_playbook("backup.yml", "-l", "ems_db:backup_servers")
     before = _checksums(cutoff)
     assert len(before) == 8 and all(n > 0 for n, _ in before.values())
-    in_dump = _readings()
+    in_dump = readings()
     # Readings the platform confirms after the backup: not in the dump, only in the gateway's
     # history, which the reinstall asks it to send again.
-    wait_until(lambda: len(_readings() - in_dump) >= 16, 60, "readings confirmed after the backup")
-    at_wipe = _readings()
+    wait_until(lambda: len(readings() - in_dump) >= 16, 60, "readings confirmed after the backup")
+    at_wipe = readings()
 
     manager.wipe("ems-db", log=lambda _m: None)
     outage_start = time.time()
@@ -62,7 +56,7 @@ def test_wiped_db_gets_every_snapshot_reading_back_and_the_outage_spool(lab_site
            f" AND ts < to_timestamp({outage_end})")
     spooled = lab_ssh("ems-db", f"cd / && runuser -u postgres -- psql -X -At -d ems -c '{sql}'")
     assert int(spooled.stdout) == 8, "readings taken during the outage did not all arrive"
-    lost = at_wipe - _readings()
+    lost = at_wipe - readings()
     assert not lost, f"{len(lost)} confirmed readings lost, e.g. {sorted(lost)[:5]}"
 
 
