@@ -82,8 +82,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _stamp(inventory: Path) -> int:
+    """Changes when the inventory or its group_vars/host_vars change (the lab rewrites them)."""
+    folder = inventory if inventory.is_dir() else inventory.parent
+    files = [inventory, *folder.glob("*_vars/**/*")]
+    return max((p.stat().st_mtime_ns for p in files if p.exists()), default=0)
+
+
 @lru_cache(maxsize=8)
-def _inventory(inventory: str) -> tuple[Any, Any, Any, dict[str, Any]]:
+def _inventory(inventory: str, _stamp: int) -> tuple[Any, Any, Any, dict[str, Any]]:
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -112,14 +119,10 @@ def site_vars(inventory: Path, host: str) -> SiteVars:
     from ansible.template import Templar
 
     with _ansible_lock:
-        loader, manager, variables, defaults = _inventory(str(Path(inventory).resolve()))
+        path = Path(inventory).resolve()
+        loader, manager, variables, defaults = _inventory(str(path), _stamp(path))
         entry = manager.get_host(host)
         if entry is None:
             raise LayoutError(f"no host {host!r} in inventory {inventory}")
         raw = {**defaults, **variables.get_vars(host=entry, include_hostvars=True)}
         return SiteVars(raw, Templar(loader=loader, variables=raw), host)
-
-
-def forget_inventories() -> None:
-    """Read inventories again on the next call (after a test or the lab rewrote one)."""
-    _inventory.cache_clear()

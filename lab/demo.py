@@ -17,8 +17,7 @@ from pathlib import Path
 
 from api.drill import parse_time as restic_time
 from lab import config, manager
-from lab.hosts import host as lab_host
-from lab.hosts import ssh_base_args
+from lab.site import layout, psql, ssh
 
 REPO = config.REPO_ROOT
 BIN = Path(sys.executable).parent
@@ -42,26 +41,20 @@ def playbook(name: str, *args: str) -> None:
         raise SystemExit(f"{name} failed (rc {proc.returncode})")
 
 
-def ssh(host: str, command: str) -> str:
-    return subprocess.run([*ssh_base_args(lab_host(host).spec), command], capture_output=True,
-                          text=True, check=True).stdout
-
-
 def counts(cutoff: float) -> dict[str, int]:
-    out = ssh("ems-db", f"cd / && runuser -u postgres -- psql -X -At -F ' ' -d ems -c "
-                        f"'{COUNT_SQL.format(t=cutoff)}'")
+    out = psql(COUNT_SQL.format(t=cutoff))
     return {m: int(n) for m, n in (line.split() for line in out.splitlines() if line.strip())}
 
 
 def readings() -> set[str]:
     """Every reading the platform holds, as `meter|ts`."""
-    out = ssh("ems-db", "cd / && runuser -u postgres -- psql -X -At -d ems -c "
-                        "\"SET timezone='UTC'; SELECT meter_id || '|' || ts FROM readings\"")
+    out = psql("SET timezone='UTC'; SELECT meter_id || '|' || ts FROM readings")
     return {line for line in out.splitlines() if "|" in line}
 
 
 def gateway_backlog() -> int:
-    url = f"http://{config.host_spec('ems-gw1').address}:8081/health"
+    port = layout("ems-gw1")["ems_layout_gateway_status_port"]
+    url = f"http://{config.host_spec('ems-gw1').address}:{port}/health"
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - lab address
         return json.load(resp)["backlog"]["size"]
 
@@ -75,7 +68,8 @@ def main() -> int:
     say("backing up the site (restic over SFTP to the backup host)")
     before_backup = time.time()  # everything received before this is in the dump
     playbook("backup.yml")
-    newest_db = [s for s in json.loads(ssh("ems-db", "ems-backup snapshots"))
+    script = layout("ems-db")["ems_layout_backup_script"]
+    newest_db = [s for s in json.loads(ssh("ems-db", f"{script} snapshots"))
                  if "kind=db" in s["tags"]][-1]
     snapshot_at = restic_time(newest_db["time"]).timestamp()
     time.sleep(10)  # readings confirmed after the dump: only the gateways' history keeps them
@@ -96,9 +90,8 @@ def main() -> int:
     while gateway_backlog() and time.time() < deadline:
         time.sleep(2)
     lost = at_disaster - readings()
-    outage = ssh("ems-db", "cd / && runuser -u postgres -- psql -X -At -d ems -c 'SELECT count(*), "
-                 f"count(DISTINCT meter_id) FROM readings WHERE ts > to_timestamp({disaster}) AND "
-                 f"ts < to_timestamp({healthy})'").strip().split("|")
+    outage = psql("SELECT count(*), count(DISTINCT meter_id) FROM readings WHERE ts > "
+                  f"to_timestamp({disaster}) AND ts < to_timestamp({healthy})").strip().split()
     snapshot_back = counts(before_backup) == at_snapshot
     say("result")
     print(f"readings on the server at the disaster:   {len(at_disaster)}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +75,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture
-def hostvars(host) -> dict:
-    """The host's inventory variables (templated by ansible-inventory where it can)."""
-    return host.ansible.get_variables()
+def site_vars(host, request: pytest.FixtureRequest) -> Mapping:
+    """What the host is expected to have: its inventory variables over every role's defaults,
+    templated by Ansible on the controller (api.layout), as the roles that deployed it saw them.
+    What the host reports about itself is the evidence, never the expectation."""
+    from api.layout import site_vars as expected
+
+    return expected(Path(request.config.option.ansible_inventory), host.backend.get_hostname())

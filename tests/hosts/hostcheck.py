@@ -1,30 +1,14 @@
-"""Shared by the host suites: the values a site is measured against, and a host-side HTTP GET."""
+"""Shared by the host suites: freshness limits and a host-side HTTP GET.
+
+The values a host is measured against come from the `site_vars` fixture (conftest.py): the
+inventory over the roles' defaults, as the roles see them, never from a copy here.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
-
-ROLE_DEFAULTS = {
-    "ems_platform_port": 8080,
-    "ems_platform_unit": "ems-platform.service",
-    "ems_platform_aggregate_unit": "ems-aggregate",
-    "ems_platform_license_file": "/etc/kangpai-ems/license.json",
-    "ems_gateway_unit": "ems-collector.service",
-    "ems_gateway_status_port": 8081,
-    "ems_gateway_poll_interval_s": 900,
-    "ems_gateway_forward_interval_s": 5,
-    "ems_meter_sim_unit": "ems-meter-sim.service",
-    "ems_meter_sim_port": 502,
-    "ems_postgresql_port": 5432,
-    "ems_postgresql_db_name": "ems",
-    "ems_backup_server_user": "emsbackup",
-    "ems_backup_server_repo_dir": "/srv/emsbackup/repo",
-}
-
-
-def setting(hostvars: dict, name: str):
-    return hostvars.get(name, ROLE_DEFAULTS[name])
 
 
 def age_s(iso: str | None) -> float:
@@ -35,10 +19,10 @@ def age_s(iso: str | None) -> float:
     return (datetime.now(UTC) - ts).total_seconds()
 
 
-def freshness_limit_s(hostvars: dict) -> float:
+def freshness_limit_s(site_vars: Mapping) -> float:
     """Readings are fresh when younger than three poll intervals (plus one forwarding pause)."""
-    return (3 * float(setting(hostvars, "ems_gateway_poll_interval_s"))
-            + float(setting(hostvars, "ems_gateway_forward_interval_s")))
+    return (3 * float(site_vars["ems_gateway_poll_interval_s"])
+            + float(site_vars["ems_gateway_forward_interval_s"]))
 
 
 def http_json(host, url: str, timeout: float = 5.0):

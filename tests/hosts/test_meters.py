@@ -1,15 +1,14 @@
 """A healthy (lab) meters host: the Modbus TCP simulator answers."""
 
 import pytest
-from hostcheck import setting
 
 pytestmark = pytest.mark.groups("ems_meters")
 
 
-def test_simulator_is_active_and_enabled(host, hostvars):
-    unit = host.service(setting(hostvars, "ems_meter_sim_unit"))
+def test_simulator_is_active_and_enabled(host, site_vars):
+    unit = host.service(site_vars["ems_layout_meter_sim_unit"])
     assert unit.is_running and unit.is_enabled
 
 
-def test_modbus_port_listens(host, hostvars):
-    assert host.socket(f"tcp://0.0.0.0:{setting(hostvars, 'ems_meter_sim_port')}").is_listening
+def test_modbus_port_listens(host, site_vars):
+    assert host.socket(f"tcp://0.0.0.0:{site_vars['ems_layout_modbus_port']}").is_listening

@@ -16,6 +16,9 @@ import pytest
 from lab import config
 from lab.hosts import host as lab_host
 from lab.hosts import ssh_base_args
+from lab.site import layout, psql_command
+
+__all__ = ["layout", "psql_command"]  # a host's expected layout; SQL on the site database
 
 REPO = config.REPO_ROOT
 BIN = Path(sys.executable).parent
@@ -93,7 +96,7 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
 def db_counts() -> dict[str, int]:
     """Readings per meter in the site's PostgreSQL, read on the database host itself."""
     sql = "SELECT meter_id, count(*) FROM readings GROUP BY 1 ORDER BY 1"
-    out = lab_ssh("ems-db", f"runuser -u postgres -- psql -X -At -F ' ' -d ems -c '{sql}'").stdout
+    out = lab_ssh("ems-db", psql_command(sql)).stdout
     return {m: int(n) for m, n in (line.split() for line in out.splitlines() if line.strip())}
 
 

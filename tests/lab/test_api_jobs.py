@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from labkit import BIN, REPO, lab_ssh, run_playbook, wait_until
+from labkit import BIN, REPO, lab_ssh, layout, run_playbook, wait_until
 
 from lab import manager
 from lab.inventory import vault_password_file
@@ -142,11 +142,13 @@ def _reinstall_job(ticket: str) -> dict:
             "limit": "ems-gw1"}
 
 
-NOTE = "/var/lib/kangpai-ems/site-note"  # gateway state only the backup knows
+def note_path() -> str:
+    """Gateway state only the backup knows."""
+    return f"{layout('ems-gw1')['ems_layout_state_dir']}/site-note"
 
 
 def _note() -> str:
-    return lab_ssh("ems-gw1", f"cat {NOTE}", check=False).stdout
+    return lab_ssh("ems-gw1", f"cat {note_path()}", check=False).stdout
 
 
 def test_reinstall_with_no_backup_deploys_fresh_and_says_data_not_recoverable(api):
@@ -169,7 +171,7 @@ def test_reinstall_with_no_backup_deploys_fresh_and_says_data_not_recoverable(ap
 def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
     """The paid service end to end: the gateway's disk died, the ticket asks for a reinstall."""
     note = secrets.token_hex(8)
-    lab_ssh("ems-gw1", f"echo {note} > {NOTE}")
+    lab_ssh("ems-gw1", f"echo {note} > {note_path()}")
     run_playbook("backup.yml", "-l", "ems-gw1:backup_servers")
     manager.wipe("ems-gw1", log=lambda _m: None)
 
@@ -202,8 +204,10 @@ def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
     assert result["status"] == "restored", result
     assert _note().strip() == note
     # The backup server knows the redeployed gateway by its new key only.
-    keys = lab_ssh("backup", "cat /srv/emsbackup/.ssh/authorized_keys").stdout.splitlines()
-    new_key = lab_ssh("ems-gw1", "cat /etc/emsops-backup/id_ed25519.pub").stdout.strip()
+    keys_file = layout("backup")["ems_layout_backup_authorized_keys"]
+    keys = lab_ssh("backup", f"cat {keys_file}").stdout.splitlines()
+    key = f"{layout('ems-gw1')['ems_layout_backup_etc_dir']}/id_ed25519.pub"
+    new_key = lab_ssh("ems-gw1", f"cat {key}").stdout.strip()
     assert [k for k in keys if k.endswith(" emsops-backup@ems-gw1")] == [new_key]
     FINISHED_JOBS.append(job["id"])
 

@@ -7,15 +7,20 @@ import subprocess
 import time
 
 import pytest
-from labkit import address, lab_ssh, run_playbook, wait_until
+from labkit import address, lab_ssh, layout, run_playbook, wait_until
 
 from lab.inventory import _secrets
 
 pytestmark = pytest.mark.lab
 
 
+def backup(host: str, action: str) -> str:
+    """The host's ems-backup command with an action."""
+    return f"{layout(host)['ems_layout_backup_script']} {action}"
+
+
 def snapshots(host: str) -> list[dict]:
-    return json.loads(lab_ssh(host, "/usr/local/sbin/ems-backup snapshots").stdout)
+    return json.loads(lab_ssh(host, backup(host, "snapshots")).stdout)
 
 
 def tags(snapshot: dict) -> dict[str, str]:
@@ -23,7 +28,7 @@ def tags(snapshot: dict) -> dict[str, str]:
 
 
 def locks(host: str) -> list[str]:
-    return lab_ssh(host, "/usr/local/sbin/ems-backup locks").stdout.split()
+    return lab_ssh(host, backup(host, "locks")).stdout.split()
 
 
 def journal_says(host: str, text: str) -> None:
@@ -62,9 +67,11 @@ def test_repository_password_never_reaches_output_or_command_lines(backed_up):
     for host in ("ems-app", "ems-db", "ems-gw1"):
         journal = lab_ssh(host, "journalctl --no-pager -o cat").stdout
         assert password not in journal, f"password in {host}'s journal"
-    script = lab_ssh("ems-db", "cat /usr/local/sbin/ems-backup").stdout
+    db = layout("ems-db")
+    script = lab_ssh("ems-db", f"cat {db['ems_layout_backup_script']}").stdout
     assert password not in script
-    mode = lab_ssh("ems-db", "stat -c '%a %U' /etc/emsops-backup/password").stdout.split()
+    password_file = f"{db['ems_layout_backup_etc_dir']}/password"
+    mode = lab_ssh("ems-db", f"stat -c '%a %U' {password_file}").stdout.split()
     assert mode == ["600", "root"]
 
 
@@ -75,7 +82,8 @@ def test_failed_dump_fails_the_backup_and_takes_no_snapshot(backed_up):
         proc = lab_ssh("ems-db", "systemctl start ems-backup@run.service", check=False)
         assert proc.returncode != 0
         assert unit_failed("ems-db")
-        journal_says("ems-db", "pg_dump of ems failed: no snapshot taken")
+        journal_says("ems-db", f"the dump of {layout('ems-db')['ems_layout_db_name']} failed or "
+                               "does not read back: no snapshot taken")
     finally:
         lab_ssh("ems-db", "systemctl start postgresql.service")
     assert len(snapshots("ems-db")) == before
@@ -83,14 +91,15 @@ def test_failed_dump_fails_the_backup_and_takes_no_snapshot(backed_up):
 
 
 def test_wrong_password_fails_clearly_and_leaves_no_lock(backed_up):
-    lab_ssh("ems-gw1", "cp -p /etc/emsops-backup/password /etc/emsops-backup/password.good && "
-                       "echo not-the-password > /etc/emsops-backup/password")
+    password = f"{layout('ems-gw1')['ems_layout_backup_etc_dir']}/password"
+    lab_ssh("ems-gw1", f"cp -p {password} {password}.good && "
+                       f"echo not-the-password > {password}")
     try:
         proc = lab_ssh("ems-gw1", "systemctl start ems-backup@run.service", check=False)
         assert proc.returncode != 0
         journal_says("ems-gw1", "wrong password")
     finally:
-        lab_ssh("ems-gw1", "mv /etc/emsops-backup/password.good /etc/emsops-backup/password")
+        lab_ssh("ems-gw1", f"mv {password}.good {password}")
     assert locks("ems-gw1") == []
     lab_ssh("ems-gw1", "systemctl start ems-backup@run.service")
 
@@ -116,8 +125,8 @@ def test_forget_keeps_one_snapshot_per_day_and_kind_and_check_passes(backed_up):
 
 def test_concurrent_runs_on_one_host_wait_for_each_other(backed_up):
     # A reinstall or an engineer lists snapshots while the timer's check runs: both succeed.
-    both = lab_ssh("ems-db", "/usr/local/sbin/ems-backup check >/dev/null & check=$!; sleep 0.3; "
-                             "/usr/local/sbin/ems-backup snapshots >/dev/null; listed=$?; "
+    both = lab_ssh("ems-db", f"{backup('ems-db', 'check')} >/dev/null & check=$!; sleep 0.3; "
+                             f"{backup('ems-db', 'snapshots')} >/dev/null; listed=$?; "
                              "wait $check; echo $listed $?", check=False)
     assert both.stdout.split() == ["0", "0"], both.stderr
 
@@ -126,7 +135,7 @@ def test_unreachable_backup_server_is_not_taken_for_a_missing_repository(backed_
     route = f"blackhole {address('backup')}/32"
     lab_ssh("ems-gw1", f"ip route add {route}")
     try:
-        proc = lab_ssh("ems-gw1", "/usr/local/sbin/ems-backup init", check=False)
+        proc = lab_ssh("ems-gw1", backup("ems-gw1", "init"), check=False)
     finally:
         lab_ssh("ems-gw1", f"ip route del {route}")
     assert proc.returncode != 0
@@ -134,15 +143,19 @@ def test_unreachable_backup_server_is_not_taken_for_a_missing_repository(backed_
     assert "initialised" not in proc.stdout
 
 
-SPOOL = "/var/lib/kangpai-ems/spool.db"
 COUNT = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
          "print(db.execute('SELECT count(*) FROM readings WHERE confirmed_at IS NULL')"
          ".fetchone()[0], "
          "db.execute('PRAGMA integrity_check').fetchone()[0])")
 
 
-def spool_rows(path: str = SPOOL) -> tuple[int, str]:
+def spool() -> str:
+    return layout("ems-gw1")["ems_layout_spool_file"]
+
+
+def spool_rows(path: str | None = None) -> tuple[int, str]:
     """(readings waiting to be sent, integrity verdict) of a gateway spool, read as its owner."""
+    path = path or spool()
     out = lab_ssh("ems-gw1", f"runuser -u $(stat -c %U {path}) -- python3 -c \"{COUNT}\" {path}")
     rows, verdict = out.stdout.split()
     return int(rows), verdict
@@ -151,21 +164,24 @@ def spool_rows(path: str = SPOOL) -> tuple[int, str]:
 def test_gateway_spool_is_saved_as_a_consistent_copy_with_its_backlog(backed_up):
     # The platform is down, so the spool holds readings it has not forwarded: the snapshot must
     # keep them, from a copy SQLite made consistent, not from the live database and its WAL.
-    lab_ssh("ems-app", "systemctl stop ems-platform.service")
+    platform = layout("ems-app")["ems_layout_platform_unit"]
+    lab_ssh("ems-app", f"systemctl stop {platform}")
     try:
         waiting = wait_until(lambda: (n := spool_rows()[0]) >= 8 and n, 120,
                              "readings waiting in ems-gw1's spool")
         lab_ssh("ems-gw1", "systemctl start ems-backup@run.service")
     finally:
-        lab_ssh("ems-app", "systemctl start ems-platform.service")
+        lab_ssh("ems-app", f"systemctl start {platform}")
     newest = max((s for s in snapshots("ems-gw1") if tags(s)["kind"] == "files"),
                  key=lambda s: s["time"])
     lab_ssh("ems-gw1", f"rm -rf /root/restored && "
-                       f"/usr/local/sbin/ems-backup restore {newest['id']} /root/restored")
+                       f"{backup('ems-gw1', 'restore')} {newest['id']} /root/restored")
+    copy = f"{layout('ems-gw1')['ems_layout_backup_dump_dir']}/sqlite{spool()}"
     try:
-        saved = lab_ssh("ems-gw1", "cd /root/restored && find . -name 'spool.db*'").stdout.split()
-        assert saved == [f"./var/backups/kangpai-ems/sqlite{SPOOL}"]
-        rows, verdict = spool_rows(f"/root/restored/var/backups/kangpai-ems/sqlite{SPOOL}")
+        name = spool().rsplit("/", 1)[-1]
+        saved = lab_ssh("ems-gw1", f"cd /root/restored && find . -name '{name}*'").stdout.split()
+        assert saved == [f".{copy}"]
+        rows, verdict = spool_rows(f"/root/restored{copy}")
         assert verdict == "ok" and rows >= waiting
     finally:
         lab_ssh("ems-gw1", "rm -rf /root/restored")
@@ -174,12 +190,14 @@ def test_gateway_spool_is_saved_as_a_consistent_copy_with_its_backlog(backed_up)
 def test_a_crashed_run_leaves_a_stale_lock_the_next_run_clears(backed_up):
     # restic killed mid-backup (an OOM kill, a power cut) keeps its lock in the repository.
     # The repository settings come from the installed script itself.
-    settings = "$(grep -E '^(export |SSH=|SFTP_CMD=)' /usr/local/sbin/ems-backup)"
+    gateway = layout("ems-gw1")
+    settings = f"$(grep -E '^(export |SSH=|SFTP_CMD=)' {gateway['ems_layout_backup_script']})"
     lab_ssh("ems-gw1", f"eval \"{settings}\"; export SFTP_CMD; "
                        "setsid bash -c 'sleep 600 | restic -o sftp.command=\"$SFTP_CMD\" backup "
                        "--stdin --host ems-gw1' </dev/null >/dev/null 2>&1 &")
     try:
-        wait_until(lambda: lab_ssh("backup", "ls /srv/emsbackup/repo/locks").stdout.split(), 60,
+        locks_dir = f"{layout('backup')['ems_layout_backup_repo_dir']}/locks"
+        wait_until(lambda: lab_ssh("backup", f"ls {locks_dir}").stdout.split(), 60,
                    "the lock of the restic about to crash")
     finally:
         lab_ssh("ems-gw1", "pkill -KILL -x restic; pkill -f '^sleep 600$'", check=False)

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from labkit import db_counts, emsops, inventory_path, lab_ssh, run_playbook
+from labkit import db_counts, emsops, inventory_path, lab_ssh, layout, run_playbook
 
 pytestmark = pytest.mark.lab
 
@@ -51,10 +51,12 @@ def test_drill_fails_and_says_where_when_the_newest_dump_is_corrupt(backed_up, t
     # A fresh db snapshot: its dump is in the pack files written since the marker.
     lab_ssh("backup", "touch /root/drill-marker && sleep 1")
     lab_ssh("ems-db", "systemctl start ems-backup@run.service")
-    newest = json.loads(lab_ssh("ems-db", "ems-backup snapshots").stdout)[-1]
+    script = layout("ems-db")["ems_layout_backup_script"]
+    newest = json.loads(lab_ssh("ems-db", f"{script} snapshots").stdout)[-1]
     assert "kind=db" in newest["tags"]
     db_id = newest["id"]
-    pack = lab_ssh("backup", "find /srv/emsbackup/repo/data -type f -newer /root/drill-marker "
+    repo = layout("backup")["ems_layout_backup_repo_dir"]
+    pack = lab_ssh("backup", f"find {repo}/data -type f -newer /root/drill-marker "
                    "-printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2").stdout.strip()
     assert pack
     lab_ssh("backup", f"cp -p {pack} /root/pack.orig && python3 -c \"import sys; p=sys.argv[1]; "

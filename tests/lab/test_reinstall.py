@@ -6,7 +6,17 @@ import json
 import time
 
 import pytest
-from labkit import address, emsops, http_json, inventory_path, lab_ssh, run_playbook, wait_until
+from labkit import (
+    address,
+    emsops,
+    http_json,
+    inventory_path,
+    lab_ssh,
+    layout,
+    psql_command,
+    run_playbook,
+    wait_until,
+)
 
 from lab import manager
 from lab.demo import readings
@@ -21,14 +31,14 @@ CHECKSUM_SQL = ("SELECT meter_id, count(*), md5(string_agg(ts::text || '|' || kw
 
 def _checksums(cutoff: float) -> dict[str, tuple[int, str]]:
     sql = CHECKSUM_SQL.format(cutoff=cutoff)
-    out = lab_ssh("ems-db", f"cd / && runuser -u postgres -- psql -X -At -F ' ' -d ems "
-                            f"-c \"SET timezone='UTC'; {sql}\"").stdout
+    out = lab_ssh("ems-db", psql_command(f"SET timezone='UTC'; {sql}")).stdout
     return {m: (int(n), h) for m, n, h in (line.split() for line in out.splitlines()
                                            if line.count(" ") == 2)}
 
 
 def _gateway() -> dict:
-    return http_json(f"http://{address('ems-gw1')}:8081/health")
+    port = layout("ems-gw1")["ems_layout_gateway_status_port"]
+    return http_json(f"http://{address('ems-gw1')}:{port}/health")
 
 
 def test_wiped_db_gets_every_snapshot_reading_back_and_the_outage_spool(lab_site):
@@ -49,12 +59,13 @@ def test_wiped_db_gets_every_snapshot_reading_back_and_the_outage_spool(lab_site
     outage_end = time.time()
 
     assert _checksums(cutoff) == before
-    assert lab_ssh("ems-db", "ls -A /var/lib/emsops-backup/restore").stdout == "", \
+    restore_dir = layout("ems-db")["ems_backup_restore_dir"]
+    assert lab_ssh("ems-db", f"ls -A {restore_dir}").stdout == "", \
         "the restored dump was left on the host"
     wait_until(lambda: _gateway()["backlog"]["size"] == 0, 90, "the spool to drain")
     sql = (f"SELECT count(DISTINCT meter_id) FROM readings WHERE ts > to_timestamp({outage_start})"
            f" AND ts < to_timestamp({outage_end})")
-    spooled = lab_ssh("ems-db", f"cd / && runuser -u postgres -- psql -X -At -d ems -c '{sql}'")
+    spooled = lab_ssh("ems-db", psql_command(sql))
     assert int(spooled.stdout) == 8, "readings taken during the outage did not all arrive"
     lost = at_wipe - readings()
     assert not lost, f"{len(lost)} confirmed readings lost, e.g. {sorted(lost)[:5]}"
@@ -66,10 +77,11 @@ def _sha(path: str) -> str:
 
 def test_wiped_app_comes_back_with_its_recorded_version_config_and_license(lab_site):
     # A license edited on the host: not what the inventory says, so only the snapshot has it.
-    lab_ssh("ems-app", "python3 -c \"import json; p='/etc/kangpai-ems/license.json'; "
+    app = layout("ems-app")
+    lab_ssh("ems-app", f"python3 -c \"import json; p='{app['ems_layout_license_file']}'; "
                        "d=json.load(open(p)); d['expires']='2098-06-30'; "
                        "open(p,'w').write(json.dumps(d))\"")
-    files = ("/etc/kangpai-ems/ems.conf", "/etc/kangpai-ems/license.json")
+    files = (app["ems_layout_config_file"], app["ems_layout_license_file"])
     want = {f: _sha(f) for f in files}
     run_playbook("backup.yml", "-l", "ems_app")
     try:
@@ -78,7 +90,7 @@ def test_wiped_app_comes_back_with_its_recorded_version_config_and_license(lab_s
         newest = [s for s in json.loads(lab_ssh("ems-app", "ems-backup snapshots").stdout)
                   if "kind=files" in s["tags"]][-1]
         recorded = next(t.split("=", 1)[1] for t in newest["tags"] if t.startswith("version="))
-        health = http_json(f"http://{address('ems-app')}:8080/health")
+        health = http_json(f"http://{address('ems-app')}:{app['ems_layout_platform_port']}/health")
         assert health["status"] == "ok" and health["version"] == recorded
         assert health["license"]["expires"] == "2098-06-30"
         assert {f: _sha(f) for f in files} == want

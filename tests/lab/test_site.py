@@ -13,6 +13,7 @@ from labkit import (
     emsops,
     http_json,
     lab_ssh,
+    layout,
     recap,
     run_playbook,
     wait_until,
@@ -26,11 +27,13 @@ METERS = [f"m{n:02d}" for n in range(1, 9)]
 
 
 def platform(path: str):
-    return http_json(f"http://{address('ems-app')}:8080{path}")
+    return http_json(f"http://{address('ems-app')}:{layout('ems-app')['ems_layout_platform_port']}"
+                     f"{path}")
 
 
 def gateway_health() -> dict:
-    return http_json(f"http://{address('ems-gw1')}:8081/health")
+    port = layout("ems-gw1")["ems_layout_gateway_status_port"]
+    return http_json(f"http://{address('ems-gw1')}:{port}/health")
 
 
 def test_deployed_site_is_healthy_with_readings_from_every_meter(lab_site):
@@ -56,20 +59,22 @@ def test_check_mode_on_a_deployed_site_reports_no_change(lab_site):
 
 def test_platform_outage_loses_no_reading(lab_site):
     """Readings taken while the platform is down wait in the gateway's spool, then arrive."""
-    lab_ssh("ems-app", "systemctl stop ems-platform.service")
+    unit = layout("ems-app")["ems_layout_platform_unit"]
+    lab_ssh("ems-app", f"systemctl stop {unit}")
     try:
         outage_start = datetime.now(UTC)
         wait_until(lambda: gateway_health()["backlog"]["size"] >= 3 * len(METERS), 60,
                    "three polls of every meter to pile up in the spool")
+        spool = layout("ems-gw1")["ems_layout_spool_file"]
         spooled = lab_ssh("ems-gw1", "python3 -c \"import sqlite3; c=sqlite3.connect("
-                          "'file:/var/lib/kangpai-ems/spool.db?mode=ro', uri=True); "
+                          f"'file:{spool}?mode=ro', uri=True); "
                           "[print(m, t) for m, t in c.execute('SELECT meter_id, ts FROM readings "
                           "WHERE confirmed_at IS NULL')]"
                           "\"").stdout.split("\n")
         spooled = {tuple(line.split()) for line in spooled if line.strip()}
         assert len(spooled) >= 3 * len(METERS)
     finally:
-        lab_ssh("ems-app", "systemctl start ems-platform.service")
+        lab_ssh("ems-app", f"systemctl start {unit}")
     wait_until(lambda: gateway_health()["backlog"]["size"] <= len(METERS), 60,
                "the backlog to drain")
     outage_end = datetime.now(UTC)
@@ -98,7 +103,8 @@ def test_wiped_gateway_fails_verification_and_site_brings_it_back(lab_site):
 
     # Check mode on the bare host runs through and leaves it bare.
     run_playbook("site.yml", "--check", "--limit", "ems-gw1")
-    lab_ssh("ems-gw1", "test ! -e /opt/kangpai-ems && test ! -e /etc/apt/apt.conf.d/01emsops-proxy")
+    root = layout("ems-gw1")["ems_layout_root"]
+    lab_ssh("ems-gw1", f"test ! -e {root} && test ! -e /etc/apt/apt.conf.d/01emsops-proxy")
 
     run_playbook("site.yml")
     time.sleep(1)
@@ -123,5 +129,6 @@ def test_lab_up_again_leaves_running_hosts_alone(lab_site):
 def test_each_host_has_a_cgroup_of_its_own(lab_site):
     # Shared cgroups let one host's systemd remove another's unit folders (219/CGROUP).
     units = lab_ssh("ems-gw1", "ls /sys/fs/cgroup/systemd/system.slice").stdout.split()
-    assert "ems-collector.service" in units
-    assert "ems-platform.service" not in units, "ems-gw1 sees ems-app's units"
+    assert layout("ems-gw1")["ems_layout_gateway_unit"] in units
+    platform_unit = layout("ems-app")["ems_layout_platform_unit"]
+    assert platform_unit not in units, "ems-gw1 sees ems-app's units"

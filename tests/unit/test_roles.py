@@ -9,7 +9,15 @@ ROLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "roles").iterdi
 
 
 def _spec(role: Path) -> dict:
-    return yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]
+    """Every entry point's options (main, and those of tasks_from files) as one spec."""
+    specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]
+    options: dict = {}
+    for entry in specs.values():
+        for name, option in entry.get("options", {}).items():
+            # Required in an entry point that needs another's result (e.g. restore after snapshot).
+            if name not in options or not option.get("required"):
+                options[name] = option
+    return {"options": options}
 
 
 def _defaults(role: Path) -> dict:
