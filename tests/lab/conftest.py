@@ -19,12 +19,18 @@ from lab import manager
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "lab_last: run after every other lab test")
+    config.addinivalue_line("markers", "lab_last(order=2): run after every other lab test, lower "
+                                       "orders first (the moved-layout site, then `lab down`)")
+
+
+def _last(item: pytest.Item) -> int:
+    marker = item.get_closest_marker("lab_last")
+    return 0 if marker is None else (marker.args[0] if marker.args else 2)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked lab_last (e.g. `lab down`) run after every other lab test."""
-    items.sort(key=lambda item: item.get_closest_marker("lab_last") is not None)
+    """Tests marked lab_last run after every other lab test (sort is stable)."""
+    items.sort(key=_last)
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,12 @@ BIN = Path(sys.executable).parent
 RELEASES = REPO / "build" / "releases"
 
 
-def run_playbook(playbook: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a catalog playbook against the lab, exactly as an engineer would."""
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory_path()), f"playbooks/{playbook}",
-           *args]
+def run_playbook(playbook: str, *args: str, check: bool = True,
+                 inventory: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a catalog playbook against the lab (or another inventory of its hosts), exactly as an
+    engineer would."""
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory or inventory_path()),
+           f"playbooks/{playbook}", *args]
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:

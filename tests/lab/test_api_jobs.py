@@ -57,6 +57,7 @@ class Api:
 
     def __init__(self, data_dir: Path, inventory: Path, hook_url: str):
         self.port = _free_port()
+        self.inventory = inventory
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / "api.log"
         self.secret = secrets.token_hex(24)
@@ -263,3 +264,58 @@ def test_no_vault_secret_reaches_events_logs_or_the_database(api):
     stored = json.dumps(page).encode()
     assert b"Render ems.conf" in stored
     assert not [v for v in values if v in stored]
+
+
+def _lock_holder(host: str) -> str:
+    path = layout(host)["run_lock_path"]
+    return lab_ssh(host, f"cat {path}.owner 2>/dev/null; flock -n {path} true || echo LOCKED",
+                   check=False).stdout
+
+
+def _failed_task_messages(api: Api, job_id: str) -> str:
+    _, page = api.call("GET", f"/v1/jobs/{job_id}/events?limit=1000", api.engineer)
+    return " ".join(json.dumps(e.get("data", {}).get("event_data", {}).get("res", {}))
+                    for e in page["events"] if e["event"] == "runner_on_failed")
+
+
+def test_a_hand_run_and_an_api_job_never_work_on_one_host_at_once(api, tmp_path):
+    # An engineer's own playbook holds ems-gw1's run lock until the gate file goes away.
+    gate = tmp_path / "gate"
+    gate.touch()
+    hold = tmp_path / "hold.yml"
+    hold.write_text(yaml.safe_dump([{
+        "name": "Hold ems-gw1", "hosts": "ems-gw1", "gather_facts": False,
+        "roles": [{"role": "run_lock"}],
+        "tasks": [{"name": "Wait for the gate", "delegate_to": "localhost", "become": False,
+                   "ansible.builtin.wait_for": {"path": str(gate), "state": "absent",
+                                                "timeout": 300}}]}]))
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}",
+               ANSIBLE_ROLES_PATH=str(REPO / "roles"))
+    by_hand = subprocess.Popen(
+        [str(BIN / "ansible-playbook"), "-i", str(api.inventory), str(hold)], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: "LOCKED" in (h := _lock_holder("ems-gw1")) and "by hand" in h, 60,
+                   "the hand run to hold ems-gw1")
+        status, job = api.call("POST", "/v1/jobs", api.engineer, _site_job("T-LOCK-1", "ems-gw1"))
+        assert status == 202, job
+        done = api.wait_finished(api.engineer, job["id"], timeout_s=120)
+        assert done["state"] == "failed" and done["host_stats"]["ems-gw1"]["failures"] == 1
+        assert "ems-gw1 is being worked on by root by hand" in _failed_task_messages(api, job["id"])
+        assert by_hand.poll() is None, "the hand run did not keep going"
+    finally:
+        gate.unlink(missing_ok=True)
+        by_hand.wait(120)
+    assert by_hand.returncode == 0, by_hand.stdout.read()[-3000:]
+    wait_until(lambda: "LOCKED" not in _lock_holder("ems-gw1"), 30, "the hand run's lock to go")
+
+    # And the other way round: while an API job works on ems-gw1, a hand run is refused at once.
+    status, job = api.call("POST", "/v1/jobs", api.engineer, _site_job("T-LOCK-2", "ems-gw1"))
+    assert status == 202, job
+    wait_until(lambda: f"job {job['id']}" in _lock_holder("ems-gw1"), 60,
+               "the job to hold ems-gw1")
+    refused = run_playbook("site.yml", "-l", "ems-gw1", check=False)
+    assert refused.returncode != 0
+    assert f"ems-gw1 is being worked on by job {job['id']}" in refused.stdout
+    done = api.wait_finished(api.engineer, job["id"])
+    assert done["state"] == "succeeded", done

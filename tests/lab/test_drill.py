@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
-from labkit import db_counts, emsops, inventory_path, lab_ssh, layout, run_playbook
+import yaml
+from labkit import (
+    address,
+    db_counts,
+    emsops,
+    inventory_path,
+    lab_ssh,
+    layout,
+    psql_command,
+    run_playbook,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -74,3 +86,40 @@ def test_drill_fails_and_says_where_when_the_newest_dump_is_corrupt(backed_up, t
     assert report["failure"]["phase"] in ("restore", "data")
     assert report["failure"]["message"]
     assert report["rto_s"] is None
+
+
+def test_drill_refuses_a_standby_that_is_a_production_machine_under_another_name(
+        backed_up, tmp_path):
+    """`standby` reaches ems-db through a second address of ems-db: no name or address says
+    so, only the machine itself (its machine id and host key)."""
+    alias = address("ems-db").rsplit(".", 1)[0] + ".112"
+    folder = tmp_path / "inventory"
+    shutil.copytree(inventory_path().parent, folder)
+    hosts = yaml.safe_load((folder / "hosts.yml").read_text())
+    known = tmp_path / "known_hosts"
+    ssh_args = hosts["all"]["vars"]["ansible_ssh_common_args"]
+    lab_known = re.search(r"UserKnownHostsFile=(\S+)", ssh_args)
+    pinned = Path(lab_known.group(1)).read_text()
+    db_keys = [line.split(None, 1)[1] for line in pinned.splitlines()
+               if line.split(None, 1)[0] == address("ems-db")]
+    known.write_text(pinned + "".join(f"{alias} {key}\n" for key in db_keys))
+    hosts["all"]["vars"]["ansible_ssh_common_args"] = ssh_args.replace(lab_known.group(1),
+                                                                       str(known))
+    hosts["all"]["children"]["standby"]["hosts"]["standby"]["ansible_host"] = alias
+    (folder / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    oid_sql = "SELECT oid FROM pg_database WHERE datname = current_database()"
+    oid = lab_ssh("ems-db", psql_command(oid_sql)).stdout
+    before = db_counts()
+    lab_ssh("ems-db", f"ip addr add {alias}/24 dev host0")
+    try:
+        proc = emsops("drill", "-i", str(folder / "hosts.yml"), "--json",
+                      env={"EMSOPS_DATA_DIR": str(tmp_path / "data")})
+    finally:
+        lab_ssh("ems-db", f"ip addr del {alias}/24 dev host0")
+    report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert proc.returncode == 1
+    assert report["failure"]["phase"] == "prepare"
+    assert "is the same machine as production host(s) ems-db" in report["failure"]["message"]
+    assert lab_ssh("ems-db", psql_command(oid_sql)).stdout == oid, "the database was recreated"
+    after = db_counts()
+    assert all(after[m] >= before[m] for m in before), "production readings were removed"
