@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shlex
 import socket
 import subprocess
@@ -62,7 +63,9 @@ def main() -> int:
     request = json.load(sys.stdin)
     pid = playbook_pid()
     me = f"pid {pid} on {socket.gethostname()}"
-    owner = (f"{request['owner']} ({me}, since "
+    who = request["owner"] or (f"{os.environ.get('SUDO_USER') or pwd.getpwuid(os.getuid()).pw_name}"
+                               " by hand")
+    owner = (f"{who} ({me}, since "
              f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')})")
     ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=10", "-p",
            str(request["port"])]
@@ -96,10 +99,10 @@ def main() -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    while os.path.exists(f"/proc/{pid}") and proc.poll() is None:
+    # ssh is the parent's child, not ours (waitpid would fail): watch both through /proc.
+    while os.path.exists(f"/proc/{pid}") and os.path.exists(f"/proc/{proc.pid}"):
         time.sleep(0.5)
     proc.stdin.close()  # EOF: `cat` ends on the host and the lock is released
-    proc.wait()
     os._exit(0)
 
 
