@@ -1,8 +1,8 @@
 """A real HTTP webhook receiver on 127.0.0.1 that fails the first requests it gets.
 
-    with WebhookReceiver(fail_first=2) as receiver:
-        ... point the API at receiver.url ...
-        wait_for(lambda: receiver.successes(), what="a delivery")
+with WebhookReceiver(fail_first=2) as receiver:
+    ... point the API at receiver.url ...
+    wait_for(lambda: receiver.successes(), what="a delivery")
 """
 
 from __future__ import annotations
