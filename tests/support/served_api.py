@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from api.tokens import Role
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
@@ -34,3 +36,45 @@ def start_api(script: Path, env: dict[str, str], log: Path) -> tuple[subprocess.
 
     wait_for(healthy, what="the API to answer")
     return proc, base
+
+
+class ServedClient:
+    """Calls to a served API with one token per role; `base` changes with each restart."""
+
+    def __init__(self, tokens: dict[Role, str]) -> None:
+        self.tokens, self.base = tokens, ""
+
+    def call(self, method: str, path: str, *, role: Role = Role.TICKET_SYSTEM, **kw: Any) -> Any:
+        """The JSON answer, which must be a success."""
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"}
+        response = httpx.request(method, self.base + path, headers=headers, **kw)
+        assert response.status_code < 300, response.text
+        return response.json()
+
+    def submit(self, ticket: str, service: str, limit: str, **fields: Any) -> str:
+        """Queue a job for customer acme; its id."""
+        body = {"ticket_id": ticket, "customer_id": "acme", "service": service, "limit": limit}
+        return self.call("POST", "/v1/jobs", json=body | fields)["id"]
+
+    def submit_slow(self, ticket: str, limit: str) -> str:
+        """A job that runs until stopped (the test project's troubleshoot_data), guaranteed."""
+        self.call(
+            "POST",
+            f"/v1/tickets/{ticket}/settlements",
+            json={"service": "troubleshoot_data", "kind": "guarantee", "reference": "sales"},
+        )
+        return self.submit(ticket, "troubleshoot_data", limit, parameters={"symptom": "missing"})
+
+    def cover_acme(self) -> None:
+        """An active package contract for customer acme: its inspections run."""
+        self.call(
+            "PUT",
+            "/v1/customers/acme/contract",
+            role=Role.ADMIN,
+            json={
+                "tier": "machine_package",
+                "state": "active",
+                "licensed_modules": [],
+                "version_line": "3.2",
+            },
+        )

@@ -24,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:  # tests/support is not an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.pgserver import PgServer  # noqa: E402
-from tests.support.served_api import start_api  # noqa: E402
+from tests.support.served_api import ServedClient, start_api  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 PROJECT = Path(__file__).parent / "project"
@@ -322,3 +322,13 @@ def server_env(settings):
 def start_server():
     """start_server(env, log) -> (process, base URL), once its /healthz answers."""
     return lambda env, log: start_api(Path(__file__).parent / "serve_app.py", env, log)
+
+
+@pytest.fixture
+def served(settings) -> ServedClient:
+    """A client of the served API, its tokens issued in the store of `settings`."""
+    store = Store.from_settings(settings)
+    try:
+        return ServedClient({role: issue_token(store, role) for role in Role})
+    finally:
+        store.close()

@@ -7,11 +7,8 @@ import shutil
 import signal
 import uuid
 
-import httpx
-
 from api.runner import kill_processes_using
 from api.store import Store
-from api.tokens import Role, issue_token
 from tests.support.api_runs import all_bytes, post_job, processes_naming
 from tests.support.waiting import wait_for
 
@@ -141,45 +138,13 @@ def test_restart_after_a_crash_recovers(make_api, queue_job):
 
 
 def test_killed_api_leaves_job_interrupted_and_host_free(
-    settings, server_env, start_server, project, tmp_path
+    settings, server_env, start_server, served, project, tmp_path
 ):
     log = tmp_path / "api.log"
-    first, base = start_server(server_env, log)
+    first, served.base = start_server(server_env, log)
     try:
-        store = Store.from_settings(settings)
-        admin, tickets = issue_token(store, Role.ADMIN), issue_token(store, Role.TICKET_SYSTEM)
-        store.close()
-        h_admin = {"Authorization": f"Bearer {admin}"}
-        h_tickets = {"Authorization": f"Bearer {tickets}"}
-        assert (
-            httpx.put(
-                base + "/v1/customers/acme/contract",
-                headers=h_admin,
-                json={
-                    "tier": "machine_package",
-                    "state": "active",
-                    "licensed_modules": [],
-                    "version_line": "3.2",
-                },
-            ).status_code
-            == 200
-        )
-        httpx.post(
-            base + "/v1/tickets/T-1/settlements",
-            headers=h_tickets,
-            json={"service": "troubleshoot_data", "kind": "guarantee", "reference": "s"},
-        )
-        slow = httpx.post(
-            base + "/v1/jobs",
-            headers=h_tickets,
-            json={
-                "ticket_id": "T-1",
-                "customer_id": "acme",
-                "service": "troubleshoot_data",
-                "limit": "db1",
-                "parameters": {"symptom": "missing"},
-            },
-        ).json()["id"]
+        served.cover_acme()
+        slow = served.submit_slow("T-1", "db1")
         private = str(settings.runs_dir / slow)
         wait_for(lambda: processes_naming(private), what="the playbook to start")
         first.send_signal(signal.SIGKILL)
@@ -188,24 +153,13 @@ def test_killed_api_leaves_job_interrupted_and_host_free(
     finally:
         first.kill()
 
-    second, base = start_server(server_env, log)
+    second, served.base = start_server(server_env, log)
     try:
-        job = httpx.get(f"{base}/v1/jobs/{slow}", headers=h_tickets).json()
-        assert job["state"] == "interrupted"
+        assert served.call("GET", f"/v1/jobs/{slow}")["state"] == "interrupted"
         wait_for(lambda: not processes_naming(private), timeout=10, what="the orphan to die")
-        nxt = httpx.post(
-            base + "/v1/jobs",
-            headers=h_tickets,
-            json={"ticket_id": "T-2", "customer_id": "acme", "service": "inspect", "limit": "db1"},
-        )
-        assert nxt.status_code == 202
+        nxt = served.submit("T-2", "inspect", "db1")
         done = wait_for(
-            lambda: (
-                (j := httpx.get(f"{base}/v1/jobs/{nxt.json()['id']}", headers=h_tickets).json())[
-                    "finished_at"
-                ]
-                and j
-            ),
+            lambda: (j := served.call("GET", f"/v1/jobs/{nxt}"))["finished_at"] and j,
             what="the next job",
         )
         assert done["state"] == "succeeded"

@@ -8,12 +8,10 @@ import json
 import shutil
 import uuid
 
-import httpx
 import pytest
 
 from api.runner import kill_processes_using
-from api.store import Store
-from api.tokens import Role, issue_token
+from api.tokens import Role
 from api.webhook_wire import verify_signature
 from tests.support.api_runs import all_bytes, post_job, processes_naming
 from tests.support.net import free_port
@@ -185,27 +183,16 @@ def test_a_graceful_stop_keeps_the_interrupted_jobs_webhook_for_the_next_start(m
 
 
 def test_kill_9_during_a_retry_backoff_then_restart_delivers_once(
-    settings, server_env, start_server, tmp_path
+    settings, server_env, start_server, served, tmp_path
 ):
     """A real API process: its first attempt fails, it is SIGKILLed while waiting to retry, and
     the next process delivers from the stored schedule, signed with its own secret. A job it
     killed mid-run gets its `interrupted` webhook. A third process sends nothing again."""
     secrets = [f"{which}-webhook-secret-{uuid.uuid4().hex}" for which in ("first", "second")]
-    store = Store.from_settings(settings)
-    admin, tickets = issue_token(store, Role.ADMIN), issue_token(store, Role.TICKET_SYSTEM)
-    store.close()
     log_file = tmp_path / "api.log"
 
-    def call(base, method, path, token=tickets, **kw):
-        response = httpx.request(
-            method, base + path, headers={"Authorization": f"Bearer {token}"}, **kw
-        )
-        assert response.status_code < 300, response.text
-        return response.json()
-
-    def submit(base, ticket, service, limit, **kw):
-        body = {"ticket_id": ticket, "customer_id": "acme", "service": service, "limit": limit}
-        return call(base, "POST", "/v1/jobs", json=body | kw)["id"]
+    def webhooks(job_id: str) -> dict:
+        return served.call("GET", f"/v1/jobs/{job_id}/webhooks")
 
     with WebhookReceiver(fail_first=1) as receiver:
         env = server_env | {
@@ -213,34 +200,15 @@ def test_kill_9_during_a_retry_backoff_then_restart_delivers_once(
             "EMSOPS_WEBHOOK_BACKOFF_S": "3",
             "EMSOPS_WEBHOOK_SECRET": secrets[0],
         }
-        first, base = start_server(env, log_file)
+        first, served.base = start_server(env, log_file)
         try:
-            call(
-                base,
-                "PUT",
-                "/v1/customers/acme/contract",
-                token=admin,
-                json={
-                    "tier": "machine_package",
-                    "state": "active",
-                    "licensed_modules": [],
-                    "version_line": "3.2",
-                },
-            )
-            call(
-                base,
-                "POST",
-                "/v1/tickets/T-2/settlements",
-                json={"service": "troubleshoot_data", "kind": "guarantee", "reference": "s"},
-            )
-            slow = submit(
-                base, "T-2", "troubleshoot_data", "db1", parameters={"symptom": "missing"}
-            )
+            served.cover_acme()
+            slow = served.submit_slow("T-2", "db1")
             wait_for(lambda: processes_naming(str(settings.runs_dir / slow)), what="the playbook")
-            quick = submit(base, "T-1", "inspect", "app1")
+            quick = served.submit("T-1", "inspect", "app1")
             in_backoff = wait_for(
                 lambda: (
-                    (w := call(base, "GET", f"/v1/jobs/{quick}/webhooks"))["attempts"]
+                    (w := webhooks(quick))["attempts"]
                     and w["attempts"][0]["status_code"] == 500
                     and w
                 ),
@@ -255,15 +223,12 @@ def test_kill_9_during_a_retry_backoff_then_restart_delivers_once(
         retry_due = in_backoff["attempts"][0]["next_attempt_at"]
 
         env["EMSOPS_WEBHOOK_SECRET"] = secrets[1]
-        second, base = start_server(env, log_file)
+        second, served.base = start_server(env, log_file)
         try:
             wait_for(lambda: len(receiver.successes()) == 2, what="both webhooks")
             logs = {
                 job: wait_for(
-                    lambda job=job: (
-                        (w := call(base, "GET", f"/v1/jobs/{job}/webhooks"))["state"] == "delivered"
-                        and w
-                    ),
+                    lambda job=job: (w := webhooks(job))["state"] == "delivered" and w,
                     what="the deliveries to be recorded",
                 )
                 for job in (quick, slow)
@@ -273,9 +238,9 @@ def test_kill_9_during_a_retry_backoff_then_restart_delivers_once(
         finally:
             second.kill()
 
-        third, base = start_server(env, log_file)
+        third, served.base = start_server(env, log_file)
         try:
-            last = submit(base, "T-3", "inspect", "app1")
+            last = served.submit("T-3", "inspect", "app1")
             wait_for(lambda: len(receiver.successes()) == 3, what="the third job's webhook")
         finally:
             third.terminate()
