@@ -680,10 +680,11 @@ class Store:
                 "WHERE job_id = ? AND attempt = ?",
                 (status_code, error, next_attempt_at, job_id, attempt),
             )
+            # Only while no later attempt started (one whose lease ran out meanwhile decides).
             tx.run(
                 "UPDATE webhook_outbox SET state = ?, next_attempt_at = ?, finished_at = ? "
-                "WHERE job_id = ?",
-                (state, next_attempt_at, None if state == PENDING else now(), job_id),
+                "WHERE job_id = ? AND attempts = ?",
+                (state, next_attempt_at, None if state == PENDING else now(), job_id, attempt),
             )
 
     # --- tokens -------------------------------------------------------------------------------

@@ -68,22 +68,24 @@ def post(
     """One signed attempt: (HTTP status or None, error or None). Signed afresh each time, so a
     retry carries a current timestamp and the signing API's own secret."""
     timestamp = str(int(time.time()))
-    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked by unsendable()
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
-            DELIVERY_HEADER: delivery_id,
-            ATTEMPT_HEADER: str(attempt),
-        },
-    )
     try:
+        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked by unsendable()
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(secret, timestamp, body),
+                DELIVERY_HEADER: delivery_id,
+                ATTEMPT_HEADER: str(attempt),
+            },
+        )
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             return response.status, None
     except urllib.error.HTTPError as exc:
         return exc.code, f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         return None, str(getattr(exc, "reason", exc))
+    except ValueError as exc:  # a URL urllib cannot parse (http.client.InvalidURL among them)
+        return None, f"invalid webhook URL: {exc}"
