@@ -157,7 +157,10 @@ def test_a_job_that_cannot_start_still_gets_its_webhook(
 
 def test_a_graceful_stop_keeps_the_interrupted_jobs_webhook_for_the_next_start(make_api, settings):
     with WebhookReceiver(fail_first=1) as receiver:
-        app_settings = settings.model_copy(update={"webhook_url": receiver.url})
+        # A backoff that outlasts the stop: a retry before it would deliver without a restart.
+        app_settings = settings.model_copy(
+            update={"webhook_url": receiver.url, "webhook_backoff_s": 1}
+        )
         api = make_api(app_settings)
         api.contract()
         api.guarantee("T-1", "troubleshoot_data")
