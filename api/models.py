@@ -257,6 +257,25 @@ class EventPage(BaseModel):
     next_after: int = Field(description="pass as `after` to get the following page")
 
 
+class WebhookAttemptOut(BaseModel):
+    attempt: int
+    url: str
+    attempted_at: str
+    status_code: int | None = Field(description="the receiver's HTTP status; null: no answer")
+    error: str | None
+    next_attempt_at: str | None = Field(description="when the next attempt was due; null: none")
+
+
+class WebhookLogOut(BaseModel):
+    job_id: str
+    delivery_id: str | None = Field(
+        description="sent as X-Emsops-Delivery on every attempt; null until the job ends"
+    )
+    state: Literal["pending", "delivered", "failed"] | None
+    next_attempt_at: str | None
+    attempts: list[WebhookAttemptOut]
+
+
 class CustomerOut(BaseModel):
     id: str
     name: str

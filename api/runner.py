@@ -305,6 +305,8 @@ class JobRunner:
         finally:
             with self._cancel_lock:
                 self._cancel.pop(job_id, None)
+            # However the job ended, finishing it queued its webhook: have it sent now.
+            self._notifier.notify(job_id)
 
     def _run(self, job_id: str) -> None:
         if self._stopping.is_set():
@@ -324,7 +326,6 @@ class JobRunner:
         self._store.finish_job(job_id, **final)
         self._metrics.jobs_finished.labels(job["service"], final["state"]).inc()
         self._metrics.job_seconds.labels(job["service"]).observe(time.monotonic() - started)
-        self._notifier.notify(job_id)
 
     def _execute(self, job: dict) -> dict[str, Any]:
         import ansible_runner

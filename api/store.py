@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from api.errors import HostsHeld, TicketServiceTaken
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELED, INTERRUPTED = "succeeded", "failed", "canceled", "interrupted"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, INTERRUPTED})
+# Webhook delivery states (webhook_outbox.state); delivered and failed never change again.
+PENDING, DELIVERED = "pending", "delivered"
 
 MIGRATIONS: list[list[str]] = [
     [
@@ -70,6 +72,17 @@ MIGRATIONS: list[list[str]] = [
             id TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
             created_at TEXT NOT NULL, revoked_at TEXT)""",
     ],
+    # The webhook outbox: one completion delivery per ended job, written in the transaction that
+    # ends the job, so a crash between the two can lose neither. webhook_deliveries stays the
+    # attempt log; next_attempt_at there says when the attempt after it was due.
+    [
+        """CREATE TABLE webhook_outbox (
+            id TEXT PRIMARY KEY, job_id TEXT NOT NULL UNIQUE REFERENCES jobs(id),
+            state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT,
+            created_at TEXT NOT NULL, finished_at TEXT)""",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at)",
+        "ALTER TABLE webhook_deliveries ADD COLUMN next_attempt_at TEXT",
+    ],
 ]
 
 JSON_COLUMNS = frozenset(
@@ -102,8 +115,9 @@ JOB_UPDATABLE = frozenset(
 )
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+def now(after_s: float = 0) -> str:
+    """The time (plus `after_s` seconds) as stored: fixed-width UTC text, so it sorts as time."""
+    return (datetime.now(UTC) + timedelta(seconds=after_s)).isoformat(timespec="microseconds")
 
 
 def new_id() -> str:
@@ -138,6 +152,27 @@ class _Tx:
     def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         row = self.run(sql, params).fetchone()
         return _decode(dict(row)) if row is not None else None
+
+
+def _enqueue_webhook(tx: _Tx, job_id: str) -> None:
+    """Queue a just-ended job's completion webhook, due at once (at most one per job)."""
+    stamp = now()
+    tx.run(
+        "INSERT INTO webhook_outbox (id, job_id, state, attempts, next_attempt_at, created_at) "
+        "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (job_id) DO NOTHING",
+        (new_id(), job_id, PENDING, stamp, stamp),
+    )
+
+
+UNANSWERED = "no answer recorded: the API stopped during this attempt"
+
+
+def _close_unanswered(tx: _Tx, job_id: str) -> None:
+    tx.run(
+        "UPDATE webhook_deliveries SET error = ? "
+        "WHERE job_id = ? AND status_code IS NULL AND error IS NULL",
+        (UNANSWERED, job_id),
+    )
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -510,6 +545,7 @@ class Store:
             if tx.run(f"UPDATE jobs SET {assignments} WHERE id = ?{guard}", params).rowcount != 1:
                 return False
             tx.run("DELETE FROM host_locks WHERE job_id = ?", (job_id,))
+            _enqueue_webhook(tx, job_id)
             return True
 
     def held_hosts(self) -> list[dict]:
@@ -528,6 +564,8 @@ class Store:
                 "error = 'the API stopped while the job ran' WHERE state = ?",
                 (INTERRUPTED, now(), RUNNING),
             )
+            for job_id in running:
+                _enqueue_webhook(tx, job_id)
             tx.run(
                 "DELETE FROM host_locks WHERE job_id NOT IN (SELECT id FROM jobs WHERE state = ?)",
                 (QUEUED,),
@@ -572,25 +610,81 @@ class Store:
 
     # --- webhooks -----------------------------------------------------------------------------
 
-    def add_delivery(
+    def deliveries(self, job_id: str) -> list[dict]:
+        """The attempt log of a job's completion webhook."""
+        with self.tx() as tx:
+            return tx.all(
+                "SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY attempt", (job_id,)
+            )
+
+    def webhook(self, job_id: str) -> dict | None:
+        """The outbox row of a job's completion webhook (none until the job ends)."""
+        with self.tx() as tx:
+            return tx.one("SELECT * FROM webhook_outbox WHERE job_id = ?", (job_id,))
+
+    def next_webhook_due(self) -> str | None:
+        with self.tx() as tx:
+            row = tx.one(
+                "SELECT MIN(next_attempt_at) AS due FROM webhook_outbox WHERE state = ?",
+                (PENDING,),
+            )
+        return row["due"] if row else None
+
+    def claim_webhook(self, *, due_by: str, lease_until: str) -> dict | None:
+        """Take the pending delivery due longest ago, if any is due by `due_by`.
+
+        Claiming moves its due time to `lease_until` (compare-and-set, so two workers never take
+        the same one): a worker that dies mid-attempt leaves it due again once the lease ends.
+        """
+        with self.tx() as tx:
+            row = tx.one(
+                "SELECT * FROM webhook_outbox WHERE state = ? AND next_attempt_at <= ? "
+                "ORDER BY next_attempt_at LIMIT 1",
+                (PENDING, due_by),
+            )
+            if row is None:
+                return None
+            taken = tx.run(
+                "UPDATE webhook_outbox SET next_attempt_at = ? "
+                "WHERE id = ? AND state = ? AND next_attempt_at = ?",
+                (lease_until, row["id"], PENDING, row["next_attempt_at"]),
+            )
+            return {**row, "next_attempt_at": lease_until} if taken.rowcount == 1 else None
+
+    def start_webhook_attempt(self, *, job_id: str, attempt: int, url: str) -> None:
+        """Log an attempt before it is sent, so one cut short by a crash still shows."""
+        with self.tx() as tx:
+            _close_unanswered(tx, job_id)
+            tx.run("UPDATE webhook_outbox SET attempts = ? WHERE job_id = ?", (attempt, job_id))
+            tx.run(
+                "INSERT INTO webhook_deliveries "
+                "(job_id, attempt, url, status_code, error, attempted_at) "
+                "VALUES (?, ?, ?, NULL, NULL, ?)",
+                (job_id, attempt, url, now()),
+            )
+
+    def end_webhook_attempt(
         self,
         *,
         job_id: str,
         attempt: int,
-        url: str,
         status_code: int | None,
         error: str | None,
+        state: str,
+        next_attempt_at: str | None,
     ) -> None:
+        """Record an attempt's answer and what follows: another attempt, or the final state."""
         with self.tx() as tx:
             tx.run(
-                "INSERT INTO webhook_deliveries VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, attempt, url, status_code, error, now()),
+                "UPDATE webhook_deliveries SET status_code = ?, error = ?, next_attempt_at = ? "
+                "WHERE job_id = ? AND attempt = ?",
+                (status_code, error, next_attempt_at, job_id, attempt),
             )
-
-    def deliveries(self, job_id: str) -> list[dict]:
-        with self.tx() as tx:
-            return tx.all(
-                "SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY attempt", (job_id,)
+            # Only while no later attempt started (one whose lease ran out meanwhile decides).
+            tx.run(
+                "UPDATE webhook_outbox SET state = ?, next_attempt_at = ?, finished_at = ? "
+                "WHERE job_id = ? AND attempts = ?",
+                (state, next_attempt_at, None if state == PENDING else now(), job_id, attempt),
             )
 
     # --- tokens -------------------------------------------------------------------------------

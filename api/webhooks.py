@@ -1,53 +1,31 @@
-"""Signed completion callbacks to the ticket system, retried with backoff, every attempt recorded.
+"""Delivers the webhook outbox: every ended job's completion callback, retried with backoff.
 
-Signature: `X-Emsops-Signature: sha256=<hex HMAC-SHA256 over "<timestamp>.<body>">` with the
-timestamp in `X-Emsops-Timestamp` (seconds since the epoch), so a receiver can refuse replays.
+The store queues a delivery in the same transaction that ends a job (api.store); worker threads
+here claim due deliveries, log each attempt before sending it, and keep the retry schedule in the
+store, so a killed API resumes where it stopped. Delivery is at least once: an answer lost with
+a crashed process means that attempt is sent again, with the same delivery id.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import threading
-import time
-import urllib.error
-import urllib.request
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from datetime import datetime
 
+from api import store as st
 from api.store import Store
+from api.webhook_wire import body_of, post, unsendable
 
 log = logging.getLogger(__name__)
-SIGNATURE_HEADER = "X-Emsops-Signature"
-TIMESTAMP_HEADER = "X-Emsops-Timestamp"
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify_signature(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
-
-
-def job_summary(job: dict[str, Any]) -> dict[str, Any]:
-    """What the ticket system learns on completion (it can GET the job for the rest)."""
-    return {
-        "job_id": job["id"],
-        "ticket_id": job["ticket_id"],
-        "customer_id": job["customer_id"],
-        "service": job["service"],
-        "state": job["state"],
-        "verdict": None if job["verdict"] is None else bool(job["verdict"]),
-        "error": job["error"],
-        "finished_at": job["finished_at"],
-    }
+# Longest idle wait: deliveries queued by another process on a shared PostgreSQL store, or due
+# after a lease ran out, are found within this.
+POLL_S = 5.0
+WORKERS = 2
 
 
 class Notifier:
+    """Worker threads over the store's outbox, started at construction, stopped by close()."""
+
     def __init__(
         self,
         *,
@@ -60,68 +38,104 @@ class Notifier:
     ) -> None:
         self._store, self._url, self._secret = store, url, secret
         self._attempts, self._backoff_s, self._timeout_s = attempts, backoff_s, timeout_s
+        # A claim outlives the longest attempt; a worker that died mid-attempt frees it then.
+        self._lease_s = 2 * timeout_s + 5
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emsops-webhook")
+        self._wake = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"emsops-webhook-{n}", daemon=True)
+            for n in range(WORKERS)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def notify(self, job_id: str) -> Future:
-        return self._pool.submit(self.deliver, job_id)
+    def notify(self, job_id: str) -> None:
+        """A job ended (its delivery is already stored): send it now rather than at the poll."""
+        log.debug("job %s ended: waking the webhook workers", job_id)
+        self._wake.set()
 
     def close(self) -> None:
-        """Deliveries already asked for get one attempt each; retries stop."""
+        """Stop after the attempts in flight; pending deliveries wait in the store for the next
+        start."""
         self._stop.set()
-        self._pool.shutdown(wait=True)
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(self._lease_s)
 
-    def deliver(self, job_id: str) -> bool:
-        """POST the job's summary until a 2xx answer or the attempts run out."""
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            # Cleared before looking: a notify() after this point makes the wait return at once.
+            self._wake.clear()
+            try:
+                while not self._stop.is_set() and self.deliver_due():
+                    pass
+                wait = self._seconds_until_due()
+            except Exception:  # e.g. PostgreSQL restarting: keep the worker, try again later
+                log.exception("webhook worker could not read the outbox")
+                wait = POLL_S
+            self._wake.wait(wait)
+
+    def _seconds_until_due(self) -> float:
+        due = self._store.next_webhook_due()
+        if due is None:
+            return POLL_S
+        left = (datetime.fromisoformat(due) - datetime.fromisoformat(st.now())).total_seconds()
+        return min(max(left, 0.0), POLL_S)
+
+    def deliver_due(self) -> bool:
+        """Make one attempt of the delivery due longest ago; False when none is due."""
+        claimed = self._store.claim_webhook(due_by=st.now(), lease_until=st.now(self._lease_s))
+        if claimed is None:
+            return False
+        job_id, delivery_id, done = claimed["job_id"], claimed["id"], claimed["attempts"]
+        if done >= self._attempts:
+            # The last attempt allowed was cut short by a crash: its answer is unknown.
+            self._end(job_id, done, None, st.UNANSWERED, st.FAILED)
+            return True
+        attempt = done + 1
         job = self._store.get_job(job_id)
-        customer = self._store.get_customer(job["customer_id"]) if job else None
-        url = (customer or {}).get("webhook_url") or self._url
-        if job is None or not url:
-            return False
-        if not self._secret:
-            self._store.add_delivery(
-                job_id=job_id,
-                attempt=1,
-                url=url,
-                status_code=None,
-                error="not sent: EMSOPS_WEBHOOK_SECRET is not set",
-            )
-            return False
-        body = json.dumps(job_summary(job), sort_keys=True).encode()
-        for attempt in range(1, self._attempts + 1):
-            status, error = self._post(url, body, attempt, job_id)
-            self._store.add_delivery(
-                job_id=job_id, attempt=attempt, url=url, status_code=status, error=error
-            )
-            if status is not None and 200 <= status < 300:
-                return True
-            # Back off before the next attempt; a shutdown ends the waiting and the retries.
-            if attempt < self._attempts and self._stop.wait(self._backoff_s * 2 ** (attempt - 1)):
-                break
-        log.warning("webhook for job %s failed after %d attempts", job_id, self._attempts)
-        return False
-
-    def _post(
-        self, url: str, body: bytes, attempt: int, job_id: str
-    ) -> tuple[int | None, str | None]:
-        timestamp = str(int(time.time()))
-        request = urllib.request.Request(  # noqa: S310 - URL set by an admin, http(s) only
+        customer = self._store.get_customer(job["customer_id"]) or {}
+        # Read at each attempt: an admin who fixes a customer's URL unblocks its deliveries.
+        url = customer.get("webhook_url") or self._url or ""
+        self._store.start_webhook_attempt(job_id=job_id, attempt=attempt, url=url)
+        reason = unsendable(url, self._secret)
+        if reason is not None:
+            self._end(job_id, attempt, None, reason, st.FAILED)
+            return True
+        status, error = post(
             url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                TIMESTAMP_HEADER: timestamp,
-                SIGNATURE_HEADER: sign(self._secret or "", timestamp, body),
-                "X-Emsops-Delivery": f"{job_id}:{attempt}",
-            },
+            body_of(job, delivery_id=delivery_id),
+            secret=self._secret or "",
+            delivery_id=delivery_id,
+            attempt=attempt,
+            timeout_s=self._timeout_s,
         )
-        if not url.startswith(("http://", "https://")):
-            return None, "webhook URL must be http(s)"
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                return response.status, None
-        except urllib.error.HTTPError as exc:
-            return exc.code, f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            return None, str(getattr(exc, "reason", exc))
+        if status is not None and 200 <= status < 300:
+            self._end(job_id, attempt, status, None, st.DELIVERED)
+        elif attempt >= self._attempts:
+            self._end(job_id, attempt, status, error, st.FAILED)
+        else:
+            backoff = self._backoff_s * 2 ** (attempt - 1)
+            self._end(job_id, attempt, status, error, st.PENDING, next_attempt_at=st.now(backoff))
+        return True
+
+    def _end(
+        self,
+        job_id: str,
+        attempt: int,
+        status: int | None,
+        error: str | None,
+        state: str,
+        *,
+        next_attempt_at: str | None = None,
+    ) -> None:
+        if state == st.FAILED:
+            log.warning("webhook for job %s failed after %d attempts: %s", job_id, attempt, error)
+        self._store.end_webhook_attempt(
+            job_id=job_id,
+            attempt=attempt,
+            status_code=status,
+            error=error,
+            state=state,
+            next_attempt_at=next_attempt_at,
+        )

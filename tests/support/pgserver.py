@@ -16,10 +16,11 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests.support.net import free_port
 
 SUPERUSER = "postgres"
 
@@ -31,12 +32,6 @@ def find_bindir() -> Path:
     if not candidates:
         raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql")
     return Path(candidates[-1]).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _quote_literal(value: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sys
 import threading
@@ -15,13 +17,15 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import REPO_ROOT, Settings
-from api.store import Store
+from api.store import TERMINAL, Store
 from api.tokens import Role, issue_token
 
 if str(REPO_ROOT) not in sys.path:  # tests/support is not an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.pgserver import PgServer  # noqa: E402
+from tests.support.served_api import ServedClient, start_api  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 PROJECT = Path(__file__).parent / "project"
 
@@ -221,15 +225,11 @@ class Api:
         )
 
     def wait(self, job_id: str, timeout: float = 60) -> dict:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.ctx.store.get_job(job_id)
-            if job["state"] in ("succeeded", "failed", "canceled", "interrupted"):
-                return job
-            time.sleep(0.1)
-        raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s")
+        return wait_for(
+            lambda: (job := self.ctx.store.get_job(job_id))["state"] in TERMINAL and job,
+            timeout,
+            what=f"job {job_id} to end",
+        )
 
 
 @pytest.fixture
@@ -250,3 +250,85 @@ def make_api(settings, verifier):
 @pytest.fixture
 def api(make_api) -> Api:
     return make_api()
+
+
+@pytest.fixture
+def queue_job(settings, project):
+    """Put a job in the store as a crashed API would have left it, before any app starts."""
+
+    def queue(
+        *,
+        ticket: str,
+        host: str,
+        service: str = "inspect",
+        state: str = "queued",
+        inventory: Path | None = None,
+    ) -> str:
+        store = Store.from_settings(settings)
+        try:
+            if store.get_customer("acme") is None:
+                store.put_customer(customer_id="acme", name="acme", webhook_url=None)
+            decision = {"outcome": "covered", "details": {}}
+            decision_id = store.add_decision(
+                ticket_id=ticket,
+                customer_id="acme",
+                service=service,
+                request={},
+                decision=decision,
+                caller="t",
+            )
+            job, _ = store.create_job(
+                ticket_id=ticket,
+                customer_id="acme",
+                service=service,
+                limit_pattern=host,
+                inventory=str(inventory or project.inventory),
+                hosts=[host],
+                parameters={},
+                fingerprint="f",
+                decision_id=decision_id,
+                decision=decision,
+                created_by="t",
+            )
+            if state != "queued":
+                store.update_job(job["id"], only_if_state="queued", state=state)
+            return job["id"]
+        finally:
+            store.close()
+
+    return queue
+
+
+# --- the API in its own process -----------------------------------------------------------------
+
+
+@pytest.fixture
+def server_env(settings):
+    """The environment that makes serve_app.py the API of `settings`."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "EMSOPS_DATA_DIR": str(settings.data_dir),
+            "EMSOPS_PROJECT_DIR": str(settings.project_dir),
+            "EMSOPS_SITES": json.dumps({k: str(v) for k, v in settings.sites.items()}),
+            "EMSOPS_VAULT_PASSWORD_FILE": str(settings.vault_password_file),
+            "EMSOPS_WORKERS": "2",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def start_server():
+    """start_server(env, log) -> (process, base URL), once its /healthz answers."""
+    return lambda env, log: start_api(Path(__file__).parent / "serve_app.py", env, log)
+
+
+@pytest.fixture
+def served(settings) -> ServedClient:
+    """A client of the served API, its tokens issued in the store of `settings`."""
+    store = Store.from_settings(settings)
+    try:
+        return ServedClient({role: issue_token(store, role) for role in Role})
+    finally:
+        store.close()

@@ -6,12 +6,15 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from test_api_store import make_job
 
 from api import server, tokens
 from api.settings import Settings, get_settings
-from api.store import Store
+from api.store import CANCELED, FAILED, UNANSWERED, Store, now
 from api.tokens import Role, create_token, hash_token, role_of
 from api.webhooks import Notifier
+from tests.support.waiting import wait_for
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture
@@ -65,37 +68,38 @@ def test_placeholder_webhook_secret_refused_outside_development(secret):
     Settings(webhook_secret=secret, development=True).check_secrets()
 
 
+def notifier_of(store, **overrides) -> Notifier:
+    options = {"url": None, "secret": None, "attempts": 3, "backoff_s": 0, "timeout_s": 1}
+    return Notifier(store=store, **(options | overrides))
+
+
 def test_webhook_without_secret_is_not_sent_but_recorded(store):
-    decision_id = store.add_decision(
-        ticket_id="T", customer_id="c1", service="inspect", request={}, decision={}, caller="x"
-    )
-    job, _ = store.create_job(
-        ticket_id="T",
-        customer_id="c1",
-        service="inspect",
-        limit_pattern="all",
-        inventory="i",
-        hosts=["h"],
-        parameters={},
-        fingerprint="f",
-        decision_id=decision_id,
-        decision={},
-        created_by="x",
-    )
-    notifier = Notifier(
-        store=store,
-        url="http://127.0.0.1:9/hook",
-        secret=None,
-        attempts=3,
-        backoff_s=0,
-        timeout_s=1,
-    )
+    job, _ = make_job(store)
+    notifier = notifier_of(store, url="http://127.0.0.1:9/hook")
     try:
-        assert notifier.deliver(job["id"]) is False
+        store.finish_job(job["id"], state=CANCELED)
+        notifier.notify(job["id"])
+        wait_for(lambda: store.webhook(job["id"])["state"] == FAILED, what="giving up")
     finally:
         notifier.close()
     [row] = store.deliveries(job["id"])
-    assert row["error"] == "not sent: EMSOPS_WEBHOOK_SECRET is not set"
+    assert row["error"] == "not sent: EMSOPS_WEBHOOK_SECRET is not set"  # and never retried
+
+
+def test_last_attempt_cut_short_by_a_crash_is_not_sent_again_beyond_the_limit(store):
+    """A process died during the only attempt allowed; the next one records the loss."""
+    job, _ = make_job(store)
+    store.finish_job(job["id"], state=CANCELED)
+    store.claim_webhook(due_by=now(), lease_until=now())  # its lease has already run out
+    store.start_webhook_attempt(job_id=job["id"], attempt=1, url="u")
+    with WebhookReceiver() as receiver:
+        notifier = notifier_of(store, url=receiver.url, secret="s" * 16, attempts=1)
+        try:
+            wait_for(lambda: store.webhook(job["id"])["state"] == FAILED, what="giving up")
+        finally:
+            notifier.close()
+        assert receiver.received == []
+    assert [(d["attempt"], d["error"]) for d in store.deliveries(job["id"])] == [(1, UNANSWERED)]
 
 
 def test_app_runs_a_job_on_postgresql(make_api, settings, pg_server):

@@ -2,63 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-
-import httpx
-import pytest
 
 from api.runner import kill_processes_using
 from api.store import Store
-from api.tokens import Role, issue_token
+from tests.support.api_runs import all_bytes, post_job, processes_naming
+from tests.support.waiting import wait_for
 
 UNTEMPLATED = "{{ lookup('pipe', 'id') }}"
-
-
-def post_job(api, service, *, ticket="T-1", limit="app1", parameters=None, **extra):
-    body = {"ticket_id": ticket, "customer_id": "acme", "service": service, "limit": limit, **extra}
-    if parameters is not None:
-        body["parameters"] = parameters
-    response = api.request("POST", "/v1/jobs", json=body)
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
-
-
-def all_bytes(root: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
-
-
-def processes_naming(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_run_stores_redacted_events_and_leaves_no_secret(api, verifier, project, caplog, capfd):
@@ -168,38 +122,10 @@ def test_failed_verification_fails_the_verdict(api, verifier):
     assert job["verification"]["hosts"]["db1"]["failures"] == ["fake failure"]
 
 
-def test_restart_after_a_crash_recovers(settings, make_api, project):
+def test_restart_after_a_crash_recovers(make_api, queue_job):
     """A job left running by a dead process (its row and locks as the crash left them)."""
-    store = Store.from_settings(settings)
-    for customer in ("acme",):
-        store.put_customer(customer_id=customer, name=customer, webhook_url=None)
-    ids = {}
-    for ticket, host in (("T-1", "app1"), ("T-2", "db1")):
-        decision = {"outcome": "covered", "details": {}}
-        decision_id = store.add_decision(
-            ticket_id=ticket,
-            customer_id="acme",
-            service="inspect",
-            request={},
-            decision=decision,
-            caller="t",
-        )
-        job, _ = store.create_job(
-            ticket_id=ticket,
-            customer_id="acme",
-            service="inspect",
-            limit_pattern=host,
-            inventory=str(project.inventory),
-            hosts=[host],
-            parameters={},
-            fingerprint="f",
-            decision_id=decision_id,
-            decision=decision,
-            created_by="t",
-        )
-        ids[ticket] = job["id"]
-    store.update_job(ids["T-1"], only_if_state="queued", state="running")
-    store.close()
+    ids = {"T-1": queue_job(ticket="T-1", host="app1", state="running")}
+    ids["T-2"] = queue_job(ticket="T-2", host="db1")
 
     api = make_api()
     interrupted = api.ctx.store.get_job(ids["T-1"])
@@ -211,86 +137,14 @@ def test_restart_after_a_crash_recovers(settings, make_api, project):
     assert api.ctx.store.held_hosts() == []
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def server_env(settings):
-    env = dict(os.environ)
-    env.update(
-        {
-            "EMSOPS_DATA_DIR": str(settings.data_dir),
-            "EMSOPS_PROJECT_DIR": str(settings.project_dir),
-            "EMSOPS_SITES": json.dumps({k: str(v) for k, v in settings.sites.items()}),
-            "EMSOPS_VAULT_PASSWORD_FILE": str(settings.vault_password_file),
-            "EMSOPS_WORKERS": "2",
-        }
-    )
-    return env
-
-
-def start_server(env, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    handle = log.open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - our own test server
-        [sys.executable, str(Path(__file__).parent / "serve_app.py"), str(port)],
-        env=env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        try:
-            return httpx.get(base + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, what="the API to answer")
-    return proc, base
-
-
-def test_killed_api_leaves_job_interrupted_and_host_free(settings, server_env, project, tmp_path):
+def test_killed_api_leaves_job_interrupted_and_host_free(
+    settings, server_env, start_server, served, project, tmp_path
+):
     log = tmp_path / "api.log"
-    first, base = start_server(server_env, log)
+    first, served.base = start_server(server_env, log)
     try:
-        store = Store.from_settings(settings)
-        admin, tickets = issue_token(store, Role.ADMIN), issue_token(store, Role.TICKET_SYSTEM)
-        store.close()
-        h_admin = {"Authorization": f"Bearer {admin}"}
-        h_tickets = {"Authorization": f"Bearer {tickets}"}
-        assert (
-            httpx.put(
-                base + "/v1/customers/acme/contract",
-                headers=h_admin,
-                json={
-                    "tier": "machine_package",
-                    "state": "active",
-                    "licensed_modules": [],
-                    "version_line": "3.2",
-                },
-            ).status_code
-            == 200
-        )
-        httpx.post(
-            base + "/v1/tickets/T-1/settlements",
-            headers=h_tickets,
-            json={"service": "troubleshoot_data", "kind": "guarantee", "reference": "s"},
-        )
-        slow = httpx.post(
-            base + "/v1/jobs",
-            headers=h_tickets,
-            json={
-                "ticket_id": "T-1",
-                "customer_id": "acme",
-                "service": "troubleshoot_data",
-                "limit": "db1",
-                "parameters": {"symptom": "missing"},
-            },
-        ).json()["id"]
+        served.cover_acme()
+        slow = served.submit_slow("T-1", "db1")
         private = str(settings.runs_dir / slow)
         wait_for(lambda: processes_naming(private), what="the playbook to start")
         first.send_signal(signal.SIGKILL)
@@ -299,24 +153,13 @@ def test_killed_api_leaves_job_interrupted_and_host_free(settings, server_env, p
     finally:
         first.kill()
 
-    second, base = start_server(server_env, log)
+    second, served.base = start_server(server_env, log)
     try:
-        job = httpx.get(f"{base}/v1/jobs/{slow}", headers=h_tickets).json()
-        assert job["state"] == "interrupted"
+        assert served.call("GET", f"/v1/jobs/{slow}")["state"] == "interrupted"
         wait_for(lambda: not processes_naming(private), timeout=10, what="the orphan to die")
-        nxt = httpx.post(
-            base + "/v1/jobs",
-            headers=h_tickets,
-            json={"ticket_id": "T-2", "customer_id": "acme", "service": "inspect", "limit": "db1"},
-        )
-        assert nxt.status_code == 202
+        nxt = served.submit("T-2", "inspect", "db1")
         done = wait_for(
-            lambda: (
-                (j := httpx.get(f"{base}/v1/jobs/{nxt.json()['id']}", headers=h_tickets).json())[
-                    "finished_at"
-                ]
-                and j
-            ),
+            lambda: (j := served.call("GET", f"/v1/jobs/{nxt}"))["finished_at"] and j,
             what="the next job",
         )
         assert done["state"] == "succeeded"
@@ -328,78 +171,6 @@ def test_killed_api_leaves_job_interrupted_and_host_free(settings, server_env, p
     assert b"Application startup complete" in logs
     for secret in project.secrets:
         assert secret.encode() not in logs + all_bytes(settings.data_dir)
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    """Answers 500 to the first `fail` requests, then 204; keeps what it received."""
-
-    fail = 2
-    received: list[tuple[dict[str, str], bytes]] = []
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((dict(self.headers), body))
-        self.send_response(500 if len(type(self).received) <= type(self).fail else 204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_webhook_signed_and_retried_with_every_attempt_recorded(api, settings):
-    _Receiver.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/hook"
-        assert (
-            api.request(
-                "PUT", "/v1/customers/acme", Role.ADMIN, json={"name": "Acme", "webhook_url": url}
-            ).status_code
-            == 200
-        )
-        api.contract()
-        job_id = post_job(api, "inspect")
-        api.wait(job_id)
-        rows = wait_for(
-            lambda: (d := api.ctx.store.deliveries(job_id)) and len(d) == 3 and d,
-            what="three delivery attempts",
-        )
-    finally:
-        server.shutdown()
-    assert [(r["attempt"], r["status_code"]) for r in rows] == [(1, 500), (2, 500), (3, 204)]
-    headers, body = _Receiver.received[-1]
-    expected = hmac.new(
-        settings.webhook_secret.encode(),
-        headers["X-Emsops-Timestamp"].encode() + b"." + body,
-        hashlib.sha256,
-    ).hexdigest()
-    assert headers["X-Emsops-Signature"] == "sha256=" + expected
-    assert json.loads(body) | {"finished_at": None} == {
-        "job_id": job_id,
-        "ticket_id": "T-1",
-        "customer_id": "acme",
-        "service": "inspect",
-        "state": "succeeded",
-        "verdict": True,
-        "error": None,
-        "finished_at": None,
-    }
-
-
-def test_webhook_gives_up_after_the_configured_attempts(api, settings):
-    dead = f"http://127.0.0.1:{free_port()}/hook"
-    api.request("PUT", "/v1/customers/acme", Role.ADMIN, json={"name": "A", "webhook_url": dead})
-    api.contract()
-    job_id = post_job(api, "inspect")
-    api.wait(job_id)
-    rows = wait_for(
-        lambda: (
-            (d := api.ctx.store.deliveries(job_id)) and len(d) == settings.webhook_attempts and d
-        ),
-        what="all attempts",
-    )
-    assert all(r["status_code"] is None and r["error"] for r in rows)
 
 
 def test_vault_password_script_from_ansible_cfg_is_redacted_too(

@@ -7,7 +7,19 @@ from decimal import Decimal
 import pytest
 
 from api.errors import HostsHeld, TicketServiceTaken
-from api.store import CANCELED, INTERRUPTED, MIGRATIONS, QUEUED, RUNNING, Store
+from api.store import (
+    CANCELED,
+    DELIVERED,
+    FAILED,
+    INTERRUPTED,
+    MIGRATIONS,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    UNANSWERED,
+    Store,
+    now,
+)
 
 
 def make_job(store: Store, *, ticket="T-1", service="restore", hosts=("app",), fp="fp1"):
@@ -165,8 +177,13 @@ def test_events_page_by_counter_and_ignore_duplicates(store):
 
 def test_deliveries_and_tokens(store):
     job, _ = make_job(store)
-    store.add_delivery(job_id=job["id"], attempt=1, url="u", status_code=None, error="refused")
-    store.add_delivery(job_id=job["id"], attempt=2, url="u", status_code=200, error=None)
+    store.finish_job(job["id"], state=CANCELED)
+    store.start_webhook_attempt(job_id=job["id"], attempt=1, url="u")
+    end = {"job_id": job["id"], "status_code": None, "error": "refused"}
+    store.end_webhook_attempt(**end, attempt=1, state=PENDING, next_attempt_at=now(1))
+    store.start_webhook_attempt(job_id=job["id"], attempt=2, url="u")
+    end = {"job_id": job["id"], "status_code": 200, "error": None}
+    store.end_webhook_attempt(**end, attempt=2, state=DELIVERED, next_attempt_at=None)
     assert [(d["attempt"], d["status_code"]) for d in store.deliveries(job["id"])] == [
         (1, None),
         (2, 200),
@@ -174,3 +191,63 @@ def test_deliveries_and_tokens(store):
     store.add_token(role="admin", token_hash="h1")  # noqa: S106
     assert store.token_by_hash("h1")["role"] == "admin"
     assert store.token_by_hash("h2") is None
+
+
+# --- the webhook outbox ---------------------------------------------------------------------------
+
+
+def test_ending_a_job_stores_one_delivery_due_at_once(store):
+    job, _ = make_job(store)
+    assert store.webhook(job["id"]) is None  # nothing to say before the end
+    store.finish_job(job["id"], state=CANCELED)
+    delivery = store.webhook(job["id"])
+    assert (delivery["state"], delivery["attempts"]) == (PENDING, 0)
+    assert delivery["next_attempt_at"] <= now()
+    assert not store.finish_job(job["id"], state=CANCELED, only_if_state=QUEUED)
+    assert store.webhook(job["id"])["id"] == delivery["id"]
+
+
+def test_a_job_interrupted_by_a_restart_gets_a_delivery(store):
+    job, _ = make_job(store)
+    store.update_job(job["id"], only_if_state=QUEUED, state=RUNNING)
+    store.recover()
+    assert store.webhook(job["id"])["state"] == PENDING
+
+
+def test_a_claimed_delivery_is_not_claimed_twice_and_a_delivered_one_never_again(store, reopen):
+    job, _ = make_job(store)
+    store.finish_job(job["id"], state=CANCELED)
+    claimed = store.claim_webhook(due_by=now(), lease_until=now(60))
+    assert claimed["job_id"] == job["id"]
+    assert store.claim_webhook(due_by=now(), lease_until=now(60)) is None  # leased
+    store.start_webhook_attempt(job_id=job["id"], attempt=1, url="u")
+    retry_at = now(30)
+    end = {"job_id": job["id"], "attempt": 1, "status_code": 500, "error": "HTTP 500"}
+    store.end_webhook_attempt(**end, state=PENDING, next_attempt_at=retry_at)
+    assert store.claim_webhook(due_by=now(), lease_until=now(60)) is None  # backing off
+    assert store.next_webhook_due() == retry_at
+    assert store.claim_webhook(due_by=retry_at, lease_until=now(90))["attempts"] == 1
+    store.start_webhook_attempt(job_id=job["id"], attempt=2, url="u")
+    end = {"job_id": job["id"], "attempt": 2, "status_code": 204, "error": None}
+    store.end_webhook_attempt(**end, state=DELIVERED, next_attempt_at=None)
+    again = reopen()
+    assert again.claim_webhook(due_by=now(3600), lease_until=now(3660)) is None
+    assert again.webhook(job["id"])["state"] == DELIVERED
+    assert again.next_webhook_due() is None
+
+
+def test_an_attempt_cut_short_by_a_crash_shows_as_unanswered(store):
+    job, _ = make_job(store)
+    store.finish_job(job["id"], state=CANCELED)
+    store.claim_webhook(due_by=now(), lease_until=now())  # a lease that has already run out
+    store.start_webhook_attempt(job_id=job["id"], attempt=1, url="u")
+    # ...the process dies here; another claims the delivery once the lease has run out.
+    assert store.claim_webhook(due_by=now(), lease_until=now(60))["attempts"] == 1
+    store.start_webhook_attempt(job_id=job["id"], attempt=2, url="u")
+    end = {"job_id": job["id"], "attempt": 2, "status_code": None, "error": "refused"}
+    store.end_webhook_attempt(**end, state=FAILED, next_attempt_at=None)
+    assert [(d["attempt"], d["error"]) for d in store.deliveries(job["id"])] == [
+        (1, UNANSWERED),
+        (2, "refused"),
+    ]
+    assert store.webhook(job["id"])["state"] == FAILED
