@@ -154,6 +154,7 @@ def settings(tmp_path, project) -> Settings:
         webhook_backoff_s=0.01,
         webhook_timeout_s=2,
         sites={"acme": project.inventory},
+        inventory_root=project.inventory.parent,
     )
 
 
@@ -210,12 +211,18 @@ class Api:
             == 200
         )
 
-    def guarantee(self, ticket: str, service: str) -> None:
+    def guarantee(self, ticket: str, service: str, customer: str = "acme") -> None:
         assert (
             self.request(
                 "POST",
                 f"/v1/tickets/{ticket}/settlements",
-                json={"service": service, "kind": "guarantee", "reference": "sales"},
+                Role.SALES,
+                json={
+                    "customer_id": customer,
+                    "service": service,
+                    "kind": "guarantee",
+                    "reference": "sales",
+                },
             ).status_code
             == 201
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from api.store import MIGRATIONS
 from api.tokens import Role
 
 ROUTES = [
@@ -29,6 +30,10 @@ def job(service="restore", ticket="T-1", limit="app1", parameters=None, **extra)
     return {**body, **extra}
 
 
+def settlement(service="restore", kind="guarantee", customer="acme", **extra):
+    return {"customer_id": customer, "service": service, "kind": kind, **extra}
+
+
 def no_job(api, ticket="T-1", service="restore"):
     return api.ctx.store.job_for_ticket(ticket_id=ticket, service=service) is None
 
@@ -36,7 +41,7 @@ def no_job(api, ticket="T-1", service="restore"):
 def test_healthz_needs_no_token(api):
     response = api.request("GET", "/healthz", role=None)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "schema_version": 1}
+    assert response.json() == {"status": "ok", "schema_version": len(MIGRATIONS)}
 
 
 @pytest.mark.parametrize(("method", "url"), ROUTES)
@@ -158,46 +163,113 @@ def test_settlements_recorded_and_listed(api):
     paid = api.request(
         "POST",
         "/v1/tickets/T-9/settlements",
-        json={"service": "restore", "kind": "payment", "amount": "100.50", "reference": "bank-1"},
+        json=settlement(kind="payment", amount="100.50", reference="bank-1"),
     )
     assert paid.status_code == 201
     listed = api.request("GET", "/v1/tickets/T-9/settlements?service=restore").json()
     assert [(s["kind"], s["amount"]) for s in listed] == [("payment", "100.50")]
 
 
-def test_settlement_rules(api):
-    url = "/v1/tickets/T-9/settlements"
-    assert (
-        api.request(
-            "POST",
-            url,
-            Role.ENGINEER,
-            json={"service": "restore", "kind": "guarantee", "reference": "s"},
-        ).status_code
-        == 403
+@pytest.mark.parametrize(
+    ("role", "kind", "status"),
+    [
+        (Role.TICKET_SYSTEM, "payment", 201),
+        (Role.TICKET_SYSTEM, "guarantee", 403),
+        (Role.SALES, "guarantee", 201),
+        (Role.SALES, "payment", 403),
+        (Role.ADMIN, "payment", 201),
+        (Role.ADMIN, "guarantee", 201),
+        (Role.ENGINEER, "payment", 403),
+        (Role.ENGINEER, "guarantee", 403),
+    ],
+)
+def test_payments_come_from_the_ticket_system_and_guarantees_from_sales(api, role, kind, status):
+    amount = {"amount": "10.00"} if kind == "payment" else {}
+    response = api.request(
+        "POST",
+        "/v1/tickets/T-9/settlements",
+        role,
+        json=settlement(kind=kind, reference="ref-1", **amount),
     )
-    assert (
-        api.request(
-            "POST", url, json={"service": "restore", "kind": "payment", "reference": "s"}
-        ).status_code
-        == 422
+    assert response.status_code == status
+    stored = api.ctx.store.settlements(ticket_id="T-9", service="restore")
+    assert len(stored) == (1 if status == 201 else 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        settlement(kind="payment", reference="s"),  # a payment without an amount
+        settlement(kind="guarantee", amount="1", reference="s"),
+        settlement(kind="payment", amount="-1", reference="s"),
+        settlement(kind="payment", amount="NaN", reference="s"),
+        settlement(kind="payment", amount="Infinity", reference="s"),
+        {"service": "restore", "kind": "payment", "amount": "1", "reference": "s"},  # no customer
+    ],
+)
+def test_settlement_bodies_that_are_422(api, body):
+    response = api.request("POST", "/v1/tickets/T-9/settlements", Role.ADMIN, json=body)
+    assert response.status_code == 422
+    assert api.ctx.store.settlements(ticket_id="T-9", service="restore") == []
+
+
+def test_settlement_for_an_unknown_customer_is_404(api):
+    response = api.request(
+        "POST",
+        "/v1/tickets/T-9/settlements",
+        Role.SALES,
+        json=settlement(customer="nobody", reference="s"),
     )
-    assert (
-        api.request(
-            "POST",
-            url,
-            json={"service": "restore", "kind": "guarantee", "amount": "1", "reference": "s"},
-        ).status_code
-        == 422
+    assert response.status_code == 404
+
+
+def test_a_retried_payment_is_the_first_record(api):
+    body = settlement(kind="payment", amount="795.00", reference="bank-42")
+    first = api.request("POST", "/v1/tickets/T-9/settlements", json=body)
+    again = api.request(
+        "POST", "/v1/tickets/T-9/settlements", json={**body, "amount": "795.0"}
     )
-    assert (
-        api.request(
-            "POST",
-            url,
-            json={"service": "restore", "kind": "payment", "amount": "-1", "reference": "s"},
-        ).status_code
-        == 422
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert len(api.ctx.store.settlements(ticket_id="T-9", service="restore")) == 1
+
+
+def test_the_same_reference_with_another_amount_is_409(api):
+    body = settlement(kind="payment", amount="795.00", reference="bank-42")
+    api.request("POST", "/v1/tickets/T-9/settlements", json=body)
+    other = api.request(
+        "POST", "/v1/tickets/T-9/settlements", json={**body, "amount": "1590.00"}
     )
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "settlement_conflict"
+    rows = api.ctx.store.settlements(ticket_id="T-9", service="restore")
+    assert [r["amount"] for r in rows] == ["795.00"]
+
+
+def test_a_guarantee_settles_only_its_customers_ticket(api):
+    """Two customers whose ticket systems both use ticket id T-1: a guarantee sales gave one
+    of them must not unlock the other's job."""
+    api.contract(state="lapsed")
+    api.request("PUT", "/v1/customers/other", Role.ADMIN, json={"name": "O"})
+    api.guarantee("T-1", "restore", customer="other")
+    response = api.request("POST", "/v1/jobs", json=job(service="restore"))
+    assert response.status_code == 402
+    assert response.json()["error"]["detail"]["settled"] is False
+    assert no_job(api, service="restore")
+
+
+def test_a_ticket_of_one_customer_cannot_be_settled_for_another(api):
+    api.contract(state="lapsed")
+    assert api.request("POST", "/v1/jobs", json=job(service="restore")).status_code == 402
+    api.request("PUT", "/v1/customers/other", Role.ADMIN, json={"name": "O"})
+    response = api.request(
+        "POST",
+        "/v1/tickets/T-1/settlements",
+        Role.SALES,
+        json=settlement(customer="other", reference="sales-1"),
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["detail"] == {"customer_id": "acme"}
 
 
 # --- quotes -------------------------------------------------------------------------------------
@@ -235,7 +307,7 @@ def test_quote_reports_settlement(api):
     api.request(
         "POST",
         "/v1/tickets/T-2/settlements",
-        json={"service": "restore", "kind": "payment", "amount": "1590.00", "reference": "bank"},
+        json=settlement(kind="payment", amount="1590.00", reference="bank"),
     )
     body = api.request(
         "POST", "/v1/quotes", json={"customer_id": "acme", "service": "restore", "ticket_id": "T-2"}
@@ -321,11 +393,7 @@ def test_lapsed_network_repair_quoted_then_runs_after_guarantee(api):
     quote = quoted.json()["error"]["detail"]["quote"]
     assert quote["lines"][0]["unit_price"] == "1100.00"  # the lapsed price
     assert no_job(api, service="repair_network")
-    api.request(
-        "POST",
-        "/v1/tickets/T-1/settlements",
-        json={"service": "repair_network", "kind": "guarantee", "reference": "sales-7"},
-    )
+    api.guarantee("T-1", "repair_network")
     accepted = api.request("POST", "/v1/jobs", json=body)
     assert accepted.status_code == 202
     assert accepted.json()["decision"]["settled"] is True
@@ -337,12 +405,9 @@ def test_partial_payment_still_402(api):
     api.request(
         "POST",
         "/v1/tickets/T-1/settlements",
-        json={
-            "service": "repair_network",
-            "kind": "payment",
-            "amount": "1000.00",
-            "reference": "b",
-        },
+        json=settlement(
+            service="repair_network", kind="payment", amount="1000.00", reference="b"
+        ),
     )
     response = api.request(
         "POST", "/v1/jobs", json=job(service="repair_network", parameters={"issue": "lan_change"})

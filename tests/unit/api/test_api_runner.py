@@ -226,6 +226,7 @@ def server_env(settings):
             "EMSOPS_PROJECT_DIR": str(settings.project_dir),
             "EMSOPS_SITES": json.dumps({k: str(v) for k, v in settings.sites.items()}),
             "EMSOPS_VAULT_PASSWORD_FILE": str(settings.vault_password_file),
+            "EMSOPS_INVENTORY_ROOT": str(settings.inventory_root),
             "EMSOPS_WORKERS": "2",
         }
     )
@@ -259,6 +260,7 @@ def test_killed_api_leaves_job_interrupted_and_host_free(settings, server_env, p
     try:
         store = Store.from_settings(settings)
         admin, tickets = issue_token(store, Role.ADMIN), issue_token(store, Role.TICKET_SYSTEM)
+        sales = issue_token(store, Role.SALES)
         store.close()
         h_admin = {"Authorization": f"Bearer {admin}"}
         h_tickets = {"Authorization": f"Bearer {tickets}"}
@@ -277,8 +279,13 @@ def test_killed_api_leaves_job_interrupted_and_host_free(settings, server_env, p
         )
         httpx.post(
             base + "/v1/tickets/T-1/settlements",
-            headers=h_tickets,
-            json={"service": "troubleshoot_data", "kind": "guarantee", "reference": "s"},
+            headers={"Authorization": f"Bearer {sales}"},
+            json={
+                "customer_id": "acme",
+                "service": "troubleshoot_data",
+                "kind": "guarantee",
+                "reference": "s",
+            },
         )
         slow = httpx.post(
             base + "/v1/jobs",
@@ -420,6 +427,7 @@ def test_vault_password_script_from_ansible_cfg_is_redacted_too(
                 "project_dir": root,
                 "vault_password_file": None,
                 "sites": {"acme": root / "inventory" / "hosts.yml"},
+                "inventory_root": root / "inventory",
             }
         )
     )
