@@ -41,26 +41,39 @@ def _error(status: int, code: str, message: str, detail=None, headers=None) -> R
     )
 
 
-class DeclaredBodyLimit:
-    """A body whose Content-Length is over the limit is answered 413 before routing or parsing.
-
-    Bodies without one (chunked) are counted as they stream by FastAPI's own limit
-    (`max_body_size`), whose 413 reaches our HTTP error handler.
+class BodyLimit:
+    """Request bodies over `max_bytes` are answered 413: one that declares its length before
+    anything routes or parses it, a streamed (chunked) one as soon as its bytes pass the limit.
     """
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            # The length of the header checked first: int() refuses more than 4300 digits.
-            if length.isdigit() and (len(length) > 18 or int(length) > self.max_bytes):
-                too_large = PayloadTooLarge(f"request bodies are limited to {self.max_bytes} bytes")
-                response = _error(too_large.status, too_large.code, too_large.message)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request bodies are limited to {self.max_bytes} bytes"
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        # The header's length first: int() refuses more than 4300 digits.
+        if length.isdigit() and (len(length) > 18 or int(length) > self.max_bytes):
+            response = _error(413, PayloadTooLarge.code, message)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException: FastAPI passes it on from its body reading to our
+                    # handler (anything else would become its generic 400).
+                    raise StarletteHTTPException(413, message)
+            return event
+
+        await self.app(scope, counted, send)
 
 
 def create_app(settings: Settings | None = None, *, verifier: Verifier | None = None) -> FastAPI:
@@ -96,9 +109,8 @@ def create_app(settings: Settings | None = None, *, verifier: Verifier | None = 
             413: {"model": ErrorBody},
             422: {"model": ErrorBody},
         },
-        max_body_size=settings.max_body_bytes,
     )
-    app.add_middleware(DeclaredBodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
