@@ -40,7 +40,7 @@ def current_caller(
         raise Unauthenticated("a bearer token is required")
     row = ctx.store.token_by_hash(hash_token(credentials.credentials))
     if row is None:
-        raise Unauthenticated("unknown or revoked token")
+        raise Unauthenticated("unknown, revoked or expired token")
     return Caller(token_id=row["id"], role=Role(row["role"]))
 
 
