@@ -227,6 +227,24 @@ class Api:
             == 201
         )
 
+    def hold(self, limit: str = "db1", ticket: str = "T-1") -> str:
+        """Start a guaranteed troubleshoot_data job (its playbook waits a minute) that holds
+        the hosts of `limit`; returns its id."""
+        self.guarantee(ticket, "troubleshoot_data")
+        response = self.request(
+            "POST",
+            "/v1/jobs",
+            json={
+                "ticket_id": ticket,
+                "customer_id": "acme",
+                "service": "troubleshoot_data",
+                "limit": limit,
+                "parameters": {"symptom": "missing"},
+            },
+        )
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
     def wait(self, job_id: str, timeout: float = 60) -> dict:
         import time
 
