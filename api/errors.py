@@ -10,6 +10,7 @@ from typing import Any
 # each value cut to this many characters (a 1 MiB body used to come back 25 MB large).
 MAX_ERRORS = 20
 MAX_TEXT = 200
+MAX_MESSAGE = 1000
 
 
 class ApiError(Exception):
@@ -114,5 +115,7 @@ def validation_detail(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def error_body(code: str, message: str, detail: Any = None) -> bytes:
     """The one error body shape, as bytes. ASCII JSON: a lone surrogate an input smuggled into a
     message stays an escape instead of failing the UTF-8 encoding of the answer."""
+    if len(message) > MAX_MESSAGE:  # messages may quote a path parameter of any length
+        message = message[:MAX_MESSAGE] + "..."
     body = {"error": {"code": code, "message": message, "detail": detail}}
     return json.dumps(body, ensure_ascii=True).encode()

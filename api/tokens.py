@@ -73,6 +73,7 @@ def _store() -> Iterator[Store]:
 
 _DURATION = re.compile(r"^([1-9][0-9]{0,5})([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_DURATION = timedelta(days=3660)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -80,7 +81,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"not a duration like 30d, 12h, 90m or 2w: {text!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if duration > MAX_DURATION:  # also keeps the expiry a date Python can hold
+        raise ValueError(f"a token duration is at most {MAX_DURATION.days} days: {text!r}")
+    return duration
 
 
 def role_of(store: Store, token: str) -> Role | None:

@@ -316,6 +316,12 @@ def test_error_bodies_do_not_echo_large_inputs(api):
     assert len(response.content) < 4096
 
 
+def test_error_messages_quoting_a_long_path_are_cut(api):
+    response = api.request("GET", "/v1/jobs/" + "j" * 20_000)
+    assert response.status_code == 404
+    assert len(response.content) < 2048
+
+
 def test_error_bodies_show_a_bounded_number_of_errors(api):
     body = {f"extra{i}": i for i in range(20_000)}
     response = api.request("PUT", "/v1/customers/acme", Role.ADMIN, json=body)

@@ -70,7 +70,7 @@ def test_revoking_an_unknown_id_fails(settings):
     assert proc.stderr.startswith("emsops: error: no unrevoked token with id nope")
 
 
-@pytest.mark.parametrize("duration", ["3x", "0d", "-1d", "12", "1.5h", "9999999d"])
+@pytest.mark.parametrize("duration", ["3x", "0d", "-1d", "12", "1.5h", "9999999d", "999999w"])
 def test_bad_durations_are_refused(settings, duration):
     proc = emsops(settings.data_dir, "create", "--role", "admin", f"--expires-in={duration}")
     assert proc.returncode == 2
