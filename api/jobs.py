@@ -22,7 +22,14 @@ from api.entitlements import (
     Tier,
     decide,
 )
-from api.errors import NotFound, PaymentRequired, Refused, TicketServiceTaken, Unprocessable
+from api.errors import (
+    Forbidden,
+    NotFound,
+    PaymentRequired,
+    Refused,
+    TicketServiceTaken,
+    Unprocessable,
+)
 from api.inventory import resolve_limit, site_inventory
 from api.models import QuoteRequest
 
@@ -62,6 +69,17 @@ def _customer(ctx: AppContext, customer_id: str) -> dict:
     if customer is None:
         raise NotFound(f"no customer {customer_id}")
     return customer
+
+
+def visible_job(ctx: AppContext, job_id: str, caller: Caller) -> dict:
+    """The job, when the caller may see it: internal work (backup, drill, site) is vendor
+    staff's, for every route that reads or acts on a job."""
+    job = ctx.store.get_job(job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    if job["service"] in INTERNAL and not caller.is_vendor_staff:
+        raise Forbidden(f"{job['service']} jobs are internal vendor work")
+    return job
 
 
 def fingerprint(body: dict[str, Any]) -> str:

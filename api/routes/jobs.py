@@ -13,25 +13,14 @@ from fastapi.responses import StreamingResponse
 
 from api import jobs as service
 from api.context import AppContext
-from api.deps import Caller, Ctx, JobsCaller
-from api.entitlements import INTERNAL
-from api.errors import Forbidden, NotFound, Unprocessable
+from api.deps import Ctx, JobsCaller
+from api.errors import Unprocessable
 from api.models import ErrorBody, EventOut, EventPage, JobOut, JobRequest
 from api.store import TERMINAL
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 SSE_POLL_S = 0.5
 MAX_COUNTER = 2**31 - 1  # event counters are stored as (SQLite/PostgreSQL) integers
-
-
-def _job(ctx: AppContext, job_id: str, caller: Caller) -> dict:
-    """The job, when the caller may see it: internal work (backup, drill, site) is staff's."""
-    job = ctx.store.get_job(job_id)
-    if job is None:
-        raise NotFound(f"no job {job_id}")
-    if job["service"] in INTERNAL and not caller.is_vendor_staff:
-        raise Forbidden(f"{job['service']} jobs are internal vendor work")
-    return job
 
 
 @router.post(
@@ -62,13 +51,13 @@ def submit_job(
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"model": ErrorBody}})
 def get_job(job_id: str, caller: JobsCaller, ctx: Ctx) -> JobOut:
-    return JobOut.from_row(_job(ctx, job_id, caller))
+    return JobOut.from_row(service.visible_job(ctx, job_id, caller))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={404: {"model": ErrorBody}})
 def cancel_job(job_id: str, caller: JobsCaller, ctx: Ctx) -> JobOut:
     """Queued jobs are canceled at once; a running playbook is stopped within about a second."""
-    _job(ctx, job_id, caller)
+    service.visible_job(ctx, job_id, caller)
     return JobOut.from_row(ctx.runner.cancel(job_id))
 
 
@@ -96,7 +85,7 @@ def job_events(
     ] = None,
 ):
     """Redacted events in counter order: a page, or server-sent events until the job ends."""
-    job = _job(ctx, job_id, caller)
+    job = service.visible_job(ctx, job_id, caller)
     if "text/event-stream" in request.headers.get("accept", ""):
         # [0-9] in the pattern, not \d or isdigit(): "²" is a digit to those and not to int().
         start = after if last_event_id is None else int(last_event_id)
