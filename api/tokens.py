@@ -33,13 +33,9 @@ def issue_token(store: Store, role: Role | str, *, expires_at: datetime | None =
     """Store a new token for `role` and return its plaintext (the only time it is visible)."""
     role = Role(role)
     token = PREFIX + secrets.token_urlsafe(32)
-    store.add_token(
-        role=role.value,
-        token_hash=hash_token(token),
-        expires_at=expires_at.astimezone(UTC).isoformat(timespec="microseconds")
-        if expires_at
-        else None,
-    )
+    # The store's timestamp format (UTC, microseconds), so expiries compare with now() as text.
+    expires = expires_at and expires_at.astimezone(UTC).isoformat(timespec="microseconds")
+    store.add_token(role=role.value, token_hash=hash_token(token), expires_at=expires)
     return token
 
 
