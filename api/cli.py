@@ -34,8 +34,18 @@ def _add_service_parsers(sub: argparse._SubParsersAction) -> None:
     token = sub.add_parser("token", help="manage API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     create = tsub.add_parser("create", help="create a token and print it once")
-    create.add_argument("--role", required=True, choices=["ticket-system", "engineer", "admin"])
+    create.add_argument(
+        "--role", required=True, choices=["ticket-system", "engineer", "sales", "admin"]
+    )
+    create.add_argument(
+        "--expires-in", metavar="DURATION", help="e.g. 30d, 12h, 90m, 2w (default: never)"
+    )
     create.set_defaults(func=_token_create)
+    listing = tsub.add_parser("list", help="list tokens: id, role, created, expires, revoked")
+    listing.set_defaults(func=_token_list)
+    revoke = tsub.add_parser("revoke", help="revoke a token by its id (from `token list`)")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=_token_revoke)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -46,9 +56,32 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from api.tokens import create_token
+    from api.tokens import create_token, parse_duration
 
-    print(create_token(args.role))
+    try:
+        expires_in = parse_duration(args.expires_in) if args.expires_in else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(create_token(args.role, expires_in))
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from api.tokens import list_tokens
+
+    columns = ("id", "role", "created_at", "expires_at", "revoked_at")
+    print("\t".join(columns))
+    for token in list_tokens():
+        print("\t".join(token[c] or "-" for c in columns))
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from api.tokens import revoke_token
+
+    if not revoke_token(args.id):
+        raise CliError(f"no unrevoked token with id {args.id}")
+    print(f"revoked {args.id}")
     return 0
 
 

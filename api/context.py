@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from api.entitlements import PriceList
+from api.errors import InvalidInventory
+from api.inventory import site_inventory
 from api.metrics import Metrics
 from api.runner import JobRunner, Verifier
 from api.settings import Settings
@@ -33,7 +34,7 @@ class AppContext:
         if prices.example:
             log.warning("the price list %s holds EXAMPLE prices", settings.price_list)
         store = Store.from_settings(settings)
-        _sync_sites(store, settings.sites)
+        _sync_sites(store, settings)
         metrics = Metrics()
         notifier = Notifier(
             store=store,
@@ -55,9 +56,16 @@ class AppContext:
         self.store.close()
 
 
-def _sync_sites(store: Store, sites: dict[str, Path]) -> None:
-    """Sites configured in settings win over the store's: the file is the operator's intent."""
-    for customer_id, inventory in sites.items():
+def _sync_sites(store: Store, settings: Settings) -> None:
+    """Sites configured in settings win over the store's: the file is the operator's intent.
+
+    Their inventories are held to the same rules as the API's (an untrusted one stops the start).
+    """
+    for customer_id, path in settings.sites.items():
+        try:
+            inventory = site_inventory(settings, path)
+        except InvalidInventory as exc:
+            raise ValueError(f"EMSOPS_SITES[{customer_id!r}]: {exc.message}: {path}") from None
         if store.get_customer(customer_id) is None:
             store.put_customer(customer_id=customer_id, name=customer_id, webhook_url=None)
         current = store.get_site(customer_id)

@@ -40,7 +40,7 @@ def current_caller(
         raise Unauthenticated("a bearer token is required")
     row = ctx.store.token_by_hash(hash_token(credentials.credentials))
     if row is None:
-        raise Unauthenticated("unknown or revoked token")
+        raise Unauthenticated("unknown, revoked or expired token")
     return Caller(token_id=row["id"], role=Role(row["role"]))
 
 
@@ -51,17 +51,28 @@ class Allow:
         self.roles = frozenset(roles)
 
     def __call__(self, caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
-        if caller.role not in self.roles:
-            raise Forbidden(
-                f"role {caller.role.value} may not do this",
-                detail={"allowed": sorted(r.value for r in self.roles)},
-            )
+        require_role(caller, self.roles)
         return caller
+
+
+def require_role(caller: Caller, roles: frozenset[Role]) -> None:
+    """For checks that depend on the request (e.g. the kind of a settlement)."""
+    if caller.role not in roles:
+        raise Forbidden(
+            f"role {caller.role.value} may not do this",
+            detail={"allowed": sorted(r.value for r in roles)},
+        )
 
 
 ANY_ROLE = Allow(*Role)
 AnyCaller = Annotated[Caller, Depends(ANY_ROLE)]
+# Sales decides guarantees; it neither starts nor follows playbook runs.
+JobsCaller = Annotated[Caller, Depends(Allow(Role.TICKET_SYSTEM, Role.ENGINEER, Role.ADMIN))]
 StaffCaller = Annotated[Caller, Depends(Allow(Role.ENGINEER, Role.ADMIN))]
 AdminCaller = Annotated[Caller, Depends(Allow(Role.ADMIN))]
-# Payments and guarantees come from the ticket system (or an admin), never from engineers.
-TicketsCaller = Annotated[Caller, Depends(Allow(Role.TICKET_SYSTEM, Role.ADMIN))]
+# Payments come from the ticket system, guarantees from sales (both: admin); never engineers.
+SettlementsCaller = Annotated[Caller, Depends(Allow(Role.TICKET_SYSTEM, Role.SALES, Role.ADMIN))]
+SETTLEMENT_ROLES = {
+    "payment": frozenset({Role.TICKET_SYSTEM, Role.ADMIN}),
+    "guarantee": frozenset({Role.SALES, Role.ADMIN}),
+}

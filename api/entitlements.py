@@ -76,13 +76,19 @@ class Rule(StrEnum):
     ONSITE_PACKAGE = "onsite.included_in_package"
     ONSITE_BILLABLE = "onsite.days_times_rate_plus_transport"
     ONSITE_WINDOW = "onsite.ticket_window_invalid"
+    ONSITE_WINDOW_TOO_LONG = "onsite.ticket_window_too_long"
 
 
 PACKAGE_TIERS = frozenset({Tier.MACHINE_PACKAGE, Tier.MANUAL_PACKAGE})
 MANUAL_TIERS = frozenset({Tier.MANUAL_INSPECTION, Tier.MANUAL_PACKAGE})
-VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-LINE_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+# At most 9 digits a part: versions are compared as integers, and int() refuses a 5000-digit one.
+_PART = r"(0|[1-9][0-9]{0,8})"
+VERSION_RE = re.compile(rf"^{_PART}\.{_PART}\.{_PART}$")
+LINE_RE = re.compile(rf"^{_PART}\.{_PART}$")
 CENT = Decimal("0.01")
+# A ticket open for longer is not one visit (a window from year 1 to 9999 once came back as a
+# quote for 3.6 million days); EMSOPS_ONSITE_MAX_DAYS configures it.
+ONSITE_MAX_DAYS = 366
 
 
 @dataclass(frozen=True)
@@ -293,6 +299,7 @@ def decide(
     prices: PriceList,
     settlement: Settlement,
     today: date,
+    onsite_max_days: int = ONSITE_MAX_DAYS,
 ) -> Decision:
     """The catalog decision for one request. Pure: everything it needs is passed in."""
     service = request.service
@@ -352,6 +359,14 @@ def decide(
                 Rule.ONSITE_WINDOW, "an on-site quote needs the ticket's start and a later end"
             )
         days = onsite_days(start, end)
+        if days > onsite_max_days:
+            return _refused(
+                Rule.ONSITE_WINDOW_TOO_LONG,
+                f"the ticket window spans {days} days, more than the {onsite_max_days} an "
+                "on-site quote is made for",
+                days=days,
+                max_days=onsite_max_days,
+            )
         quote = onsite_quote(prices, days=days, long_distance=request.long_distance)
         return _billable(
             Rule.ONSITE_BILLABLE,

@@ -4,15 +4,20 @@ values must never be stored (the redaction list)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from api.errors import InvalidTarget
+from api.errors import InvalidInventory, InvalidTarget
+
+if TYPE_CHECKING:
+    from api.settings import Settings
 
 # Host patterns a caller may send: names, groups, globs, `,`/`:` unions, `&` intersections, `!`
 # exclusions and `[n:m]` subscripts. Never `@file` (reads a file) or `~regex`, no whitespace.
@@ -24,6 +29,41 @@ _TERMS = re.compile(r",|:(?![^\[]*\])")
 # stored events unreadable and such values are not secrets.
 MIN_SECRET_LEN = 6
 _ansible_lock = threading.Lock()  # ansible's plugin loader keeps global state
+# Ansible's yaml and ini plugins read these; anything else would go to another plugin (an
+# executable file is run as an inventory script, as root inside the API).
+INVENTORY_SUFFIXES = frozenset({".yml", ".yaml", ".ini"})
+
+
+def site_inventory(settings: Settings, path: str | Path) -> Path:
+    """The real path of a site inventory the API may hand to Ansible, else InvalidInventory.
+
+    Only regular, non-executable YAML or INI files whose real path lies inside the inventory
+    root qualify: the real path, so `..` and symlinks cannot leave the root, and so that two
+    spellings of one file are one file (host locks are keyed by it).
+    """
+    root = Path(os.path.realpath(settings.resolve(settings.inventory_root)))
+    shown = str(path)[:200]
+    try:
+        real = Path(os.path.realpath(settings.resolve(Path(path))))
+        mode = real.stat().st_mode
+    except (OSError, ValueError):  # missing, unreadable, a name too long, a NUL byte
+        raise InvalidInventory(
+            "no inventory file at that path on the API host", detail={"inventory": shown}
+        ) from None
+    checks = (
+        (real.is_relative_to(root), "site inventories must lie inside EMSOPS_INVENTORY_ROOT"),
+        (stat.S_ISREG(mode), "a site inventory must be a regular file"),
+        (not mode & 0o111, "a site inventory must not be executable (Ansible would run it)"),
+        (
+            real.suffix.lower() in INVENTORY_SUFFIXES,
+            "a site inventory must be YAML (.yml, .yaml) or INI (.ini)",
+        ),
+    )
+    for ok, message in checks:
+        if not ok:
+            detail = {"inventory": shown, "inventory_root": str(root)}
+            raise InvalidInventory(message, detail=detail)
+    return real
 
 
 def resolve_limit(inventory: Path, pattern: str) -> dict[str, frozenset[str]]:
@@ -44,15 +84,30 @@ def resolve_limit(inventory: Path, pattern: str) -> dict[str, frozenset[str]]:
         if not manager.hosts:
             raise InvalidTarget("the site's inventory has no hosts", detail={"limit": pattern})
         for term in filter(None, _TERMS.split(pattern)):
-            if not manager.get_hosts(term.lstrip("&!")):
+            name = term.lstrip("&!")
+            if not name:  # Ansible's parser fails on a bare `&` or `!`
+                raise InvalidTarget(f"{term!r} names nothing", detail={"limit": pattern})
+            if not _site_hosts(manager, name, pattern):
                 raise InvalidTarget(
-                    f"{term.lstrip('&!')!r} names no host of the site's inventory",
-                    detail={"limit": pattern},
+                    f"{name!r} names no host of the site's inventory", detail={"limit": pattern}
                 )
-        hosts = manager.get_hosts(pattern)
+        hosts = _site_hosts(manager, pattern, pattern)
         if not hosts:
             raise InvalidTarget("the limit pattern leaves no host", detail={"limit": pattern})
         return {h.name: frozenset(g.name for g in h.get_groups()) for h in hosts}
+
+
+def _site_hosts(manager: Any, pattern: str, limit: str) -> list[Any]:
+    """The inventory's hosts matching `pattern`. Ansible adds an implicit `localhost` (the API
+    host itself, also as 127.0.0.1) to patterns naming it: it is never a host of the site."""
+    from ansible.errors import AnsibleError
+
+    try:
+        return [host for host in manager.get_hosts(pattern) if not host.implicit]
+    except (AnsibleError, ValueError, IndexError) as exc:
+        raise InvalidTarget(
+            f"not a host pattern Ansible can use: {str(exc)[:200]}", detail={"limit": limit}
+        ) from None
 
 
 class _Vaulted(str):

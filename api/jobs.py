@@ -6,12 +6,12 @@ import hashlib
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from api.context import AppContext
 from api.deps import Caller
 from api.entitlements import (
+    INTERNAL,
     Contract,
     ContractState,
     Decision,
@@ -22,8 +22,15 @@ from api.entitlements import (
     Tier,
     decide,
 )
-from api.errors import NotFound, PaymentRequired, Refused, TicketServiceTaken, Unprocessable
-from api.inventory import resolve_limit
+from api.errors import (
+    Forbidden,
+    NotFound,
+    PaymentRequired,
+    Refused,
+    TicketServiceTaken,
+    Unprocessable,
+)
+from api.inventory import resolve_limit, site_inventory
 from api.models import QuoteRequest
 
 
@@ -44,10 +51,13 @@ def _contract(ctx: AppContext, customer_id: str) -> Contract | None:
     )
 
 
-def _settlement(ctx: AppContext, ticket_id: str | None, service: str) -> Settlement:
+def _settlement(
+    ctx: AppContext, ticket_id: str | None, service: str, customer_id: str
+) -> Settlement:
+    """What the ticket has on record for the service, counting only this customer's records."""
     if ticket_id is None:
         return Settlement()
-    rows = ctx.store.settlements(ticket_id=ticket_id, service=service)
+    rows = ctx.store.settlements(ticket_id=ticket_id, service=service, customer_id=customer_id)
     return Settlement(
         paid=sum((Decimal(r["amount"]) for r in rows if r["kind"] == "payment"), Decimal("0")),
         guaranteed=any(r["kind"] == "guarantee" for r in rows),
@@ -59,6 +69,17 @@ def _customer(ctx: AppContext, customer_id: str) -> dict:
     if customer is None:
         raise NotFound(f"no customer {customer_id}")
     return customer
+
+
+def visible_job(ctx: AppContext, job_id: str, caller: Caller) -> dict:
+    """The job, when the caller may see it: internal work (backup, drill, site) is vendor
+    staff's, for every route that reads or acts on a job."""
+    job = ctx.store.get_job(job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    if job["service"] in INTERNAL and not caller.is_vendor_staff:
+        raise Forbidden(f"{job['service']} jobs are internal vendor work")
+    return job
 
 
 def fingerprint(body: dict[str, Any]) -> str:
@@ -76,7 +97,20 @@ def submit_job(ctx: AppContext, *, body: Any, caller: Caller) -> tuple[dict, boo
     print_ = fingerprint({k: v for k, v in request_doc.items() if k != "ticket_id"})
     _customer(ctx, body.customer_id)
 
-    # Idempotency first: the same request again gets the same job, even if rules changed since.
+    # Who may ask before what was asked: replaying an engineer's request must not hand the
+    # ticket system that internal job.
+    if service in INTERNAL and not caller.is_vendor_staff:
+        decision = decide(
+            Request(service=service, by_vendor_staff=False),
+            contract=None,
+            prices=ctx.prices,
+            settlement=Settlement(),
+            today=_today(),
+        )
+        _record(ctx, body, request_doc, decision, caller)
+        _raise_unless_runnable(decision, decision.as_dict())
+
+    # Idempotency next: the same request again gets the same job, even if rules changed since.
     existing = ctx.store.job_for_ticket(ticket_id=body.ticket_id, service=service.value)
     if existing is not None:
         if existing["fingerprint"] == print_:
@@ -89,9 +123,9 @@ def submit_job(ctx: AppContext, *, body: Any, caller: Caller) -> tuple[dict, boo
     site = ctx.store.get_site(body.customer_id)
     if site is None:
         raise Unprocessable(f"customer {body.customer_id} has no site inventory on record")
-    inventory = ctx.settings.resolve(Path(site["inventory"]))
-    if not inventory.exists():
-        raise Unprocessable(f"the inventory of customer {body.customer_id} is missing on disk")
+    # Checked again at every job: the file may have changed since the site was recorded, and
+    # the real path is the key of the host locks.
+    inventory = site_inventory(ctx.settings, site["inventory"])
     targets = resolve_limit(inventory, body.limit)
 
     parameters = request_doc["parameters"]
@@ -108,19 +142,11 @@ def submit_job(ctx: AppContext, *, body: Any, caller: Caller) -> tuple[dict, boo
         ),
         contract=_contract(ctx, body.customer_id),
         prices=ctx.prices,
-        settlement=_settlement(ctx, body.ticket_id, service.value),
+        settlement=_settlement(ctx, body.ticket_id, service.value, body.customer_id),
         today=_today(),
     )
     decision_doc = decision.as_dict()
-    decision_id = ctx.store.add_decision(
-        ticket_id=body.ticket_id,
-        customer_id=body.customer_id,
-        service=service.value,
-        request=request_doc,
-        decision=decision_doc,
-        caller=caller.token_id,
-    )
-    ctx.metrics.decisions.labels(service.value, _label(decision)).inc()
+    decision_id = _record(ctx, body, request_doc, decision, caller)
     _raise_unless_runnable(decision, decision_doc)
 
     playbook = ctx.settings.project_dir / "playbooks" / f"{service.value}.yml"
@@ -143,6 +169,22 @@ def submit_job(ctx: AppContext, *, body: Any, caller: Caller) -> tuple[dict, boo
     if created:
         ctx.runner.submit(job["id"])
     return job, created
+
+
+def _record(
+    ctx: AppContext, body: Any, request_doc: dict, decision: Decision, caller: Caller
+) -> str:
+    """Store the decision (refusals too) and count it; returns its id."""
+    decision_id = ctx.store.add_decision(
+        ticket_id=body.ticket_id,
+        customer_id=body.customer_id,
+        service=body.service,
+        request=request_doc,
+        decision=decision.as_dict(),
+        caller=caller.token_id,
+    )
+    ctx.metrics.decisions.labels(body.service, _label(decision)).inc()
+    return decision_id
 
 
 def _label(decision: Decision) -> str:
@@ -172,6 +214,7 @@ def quote(ctx: AppContext, *, body: QuoteRequest) -> Decision:
         ),
         contract=_contract(ctx, body.customer_id),
         prices=ctx.prices,
-        settlement=_settlement(ctx, body.ticket_id, body.service),
+        settlement=_settlement(ctx, body.ticket_id, body.service, body.customer_id),
         today=_today(),
+        onsite_max_days=ctx.settings.onsite_max_days,
     )

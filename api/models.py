@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from api.entitlements import LINE_RE, VERSION_RE, ContractState, Tier
 from api.inventory import LIMIT_RE
@@ -16,7 +16,21 @@ Version = Annotated[str, StringConstraints(pattern=VERSION_RE.pattern)]
 VersionLine = Annotated[str, StringConstraints(pattern=LINE_RE.pattern)]
 Module = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Limit = Annotated[str, StringConstraints(pattern=LIMIT_RE)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+def _encodable(value: str) -> str:
+    # JSON may carry a lone UTF-16 surrogate ("\ud800") that no UTF-8 database, log or answer
+    # can hold: refuse it here rather than fail later.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text holds a lone surrogate, which is not a character") from None
+    return value
+
+
+Encodable = AfterValidator(_encodable)
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500), Encodable]
+SettlementService = Literal["onsite", "restore", "repair_network", "troubleshoot_data", "reinstall"]
 Money = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
 
 
@@ -120,7 +134,7 @@ JobRequest = Annotated[
 
 class QuoteRequest(Input):
     customer_id: Ident
-    service: Literal["onsite", "restore", "repair_network", "troubleshoot_data", "reinstall"]
+    service: SettlementService
     ticket_id: Ident | None = Field(
         default=None, description="when given, the answer says whether it is already settled"
     )
@@ -131,7 +145,9 @@ class QuoteRequest(Input):
 
 class CustomerIn(Input):
     name: Text
-    webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$")] | None = None
+    webhook_url: (
+        Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$"), Encodable] | None
+    ) = None
 
 
 class ContractIn(Input):
@@ -143,17 +159,21 @@ class ContractIn(Input):
 
 
 class SiteIn(Input):
-    inventory: Annotated[str, StringConstraints(min_length=1, max_length=1000)] = Field(
-        description="inventory path on the API host; relative paths start at the project folder"
+    inventory: Annotated[str, StringConstraints(min_length=1, max_length=1000), Encodable] = Field(
+        description="inventory path on the API host, inside EMSOPS_INVENTORY_ROOT; relative paths "
+        "start at the project folder"
     )
     installed_version: Version | None = None
 
 
 class SettlementIn(Input):
-    service: Literal["onsite", "restore", "repair_network", "troubleshoot_data", "reinstall"]
+    customer_id: Ident = Field(description="the ticket's customer: it settles only their jobs")
+    service: SettlementService
     kind: Literal["payment", "guarantee"]
     amount: Money | None = Field(default=None, description="required for a payment")
-    reference: Text
+    reference: Text = Field(
+        description="the payment's or guarantee's own id: the same one again is the same record"
+    )
 
 
 # --- responses ----------------------------------------------------------------------------------
@@ -303,6 +323,7 @@ class SiteOut(BaseModel):
 class SettlementOut(BaseModel):
     id: str
     ticket_id: str
+    customer_id: str | None
     service: str
     kind: str
     amount: str | None

@@ -15,7 +15,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import yaml
 from ansible.errors import AnsibleError
 
 from api import store as st
+from api.environment import confine, run_environment
 from api.inventory import Redactor, vault_secrets
 from api.metrics import Metrics
 from api.settings import Settings
@@ -123,7 +123,11 @@ def ansible_cfg_host_key_checking(project_dir: Path) -> str:
 def read_vault_password(path: Path) -> str:
     """As ansible does: an executable file prints the password, any other file holds it."""
     if os.access(path, os.X_OK):
-        result = subprocess.run([str(path)], capture_output=True, text=True, check=True, timeout=30)
+        # The helper is a program of the operator's: it gets a run's environment, not ours.
+        env = run_environment()
+        result = subprocess.run(
+            [str(path)], capture_output=True, text=True, check=True, timeout=30, env=env
+        )
         return result.stdout.strip()
     return path.read_text(encoding="utf-8").strip()
 
@@ -364,7 +368,7 @@ class JobRunner:
                 stopping=self._stopping,
             )
             try:
-                result = ansible_runner.run(
+                runner = ansible_runner.interface.init_runner(
                     private_data_dir=str(private),
                     ident=job_id,
                     project_dir=str(settings.project_dir),
@@ -373,24 +377,27 @@ class JobRunner:
                     limit=",".join(job["hosts"]),
                     cmdline=shlex.join(args),
                     suppress_env_files=True,
-                    # The ansible-playbook of this Python's environment, whatever PATH the API got.
-                    envvars={
-                        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-                        "ANSIBLE_HOST_KEY_CHECKING": ansible_cfg_host_key_checking(
-                            settings.project_dir
-                        ),
-                    },
+                    envvars=run_environment(
+                        {
+                            "ANSIBLE_HOST_KEY_CHECKING": ansible_cfg_host_key_checking(
+                                settings.project_dir
+                            )
+                        }
+                    ),
                     timeout=settings.job_timeout_s,
                     quiet=True,
                     event_handler=callbacks.event,
                     status_handler=callbacks.status_changed,
                     cancel_callback=callbacks.cancelled,
                 )
+                # ansible-runner.run() without the server's environment (see api.environment).
+                runner.config.env = confine(runner.config.env)
+                runner.run()
             finally:
                 # Also when the run failed: keep what it did. Before the job turns terminal,
                 # which SSE readers take to mean that no event comes after.
                 callbacks.flush()
-            return self._outcome(job, result.status, result.rc, callbacks)
+            return self._outcome(job, runner.status, runner.rc, callbacks)
         finally:
             # Ansible's workers run in their own sessions, so ansible-runner's kill of the
             # ansible-playbook process group on cancel or timeout misses them.

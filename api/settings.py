@@ -29,6 +29,16 @@ class Settings(BaseSettings):
     # Customer id -> inventory path (relative paths are taken from project_dir). Upserted into
     # the store at start so a site can be configured without admin calls.
     sites: dict[str, Path] = Field(default_factory=dict)
+    inventory_root: Path = Field(
+        default=REPO_ROOT / "inventories",
+        description="Site inventories must resolve inside this folder (relative: project_dir)",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Larger request bodies are refused (413)"
+    )
+    onsite_max_days: int = Field(
+        default=366, ge=1, description="Longest on-site ticket window a quote is made for"
+    )
     vault_password_file: Path | None = Field(
         default=None, description="Copied 0600 into each run's private folder, removed after"
     )

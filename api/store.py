@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from api.errors import HostsHeld, TicketServiceTaken
+from api.errors import HostsHeld, SettlementConflict, TicketServiceTaken
 
 # Job states. Terminal ones never change again.
 QUEUED, RUNNING = "queued", "running"
@@ -82,6 +82,16 @@ MIGRATIONS: list[list[str]] = [
             created_at TEXT NOT NULL, finished_at TEXT)""",
         "CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at)",
         "ALTER TABLE webhook_deliveries ADD COLUMN next_attempt_at TEXT",
+    ],
+    [
+        # A settlement belongs to the ticket's customer (rows from before: the customer of the
+        # ticket's first decision, else none, and then they settle nothing); a token may expire.
+        "ALTER TABLE settlements ADD COLUMN customer_id TEXT",
+        """UPDATE settlements SET customer_id = (
+            SELECT d.customer_id FROM decisions d WHERE d.ticket_id = settlements.ticket_id
+            ORDER BY d.created_at LIMIT 1)""",
+        "CREATE INDEX settlements_reference ON settlements (ticket_id, service, reference)",
+        "ALTER TABLE api_tokens ADD COLUMN expires_at TEXT",
     ],
 ]
 
@@ -338,19 +348,54 @@ class Store:
         self,
         *,
         ticket_id: str,
+        customer_id: str,
         service: str,
         kind: str,
         amount: Decimal | None,
         reference: str,
         recorded_by: str,
-    ) -> dict:
-        settlement_id = new_id()
+    ) -> tuple[dict, bool]:
+        """Record a payment or guarantee; returns (record, created).
+
+        The same (ticket, service, reference) again is the first record when it says the same
+        (a retried request); saying something else raises SettlementConflict, as does a ticket
+        that another customer's requests already use.
+        """
         with self.tx() as tx:
+            if self.pg:
+                tx.run("SELECT pg_advisory_xact_lock(71005)")  # check-then-insert, one at a time
+            existing = tx.one(
+                "SELECT * FROM settlements WHERE ticket_id = ? AND service = ? AND reference = ?",
+                (ticket_id, service, reference),
+            )
+            if existing is not None:
+                stored = existing["amount"]
+                said = (existing["kind"], existing["customer_id"], stored and Decimal(stored))
+                if said == (kind, customer_id, amount):  # Decimal: 100.5 is 100.50
+                    return existing, False
+                raise SettlementConflict(
+                    f"reference {reference} is already recorded for this ticket and service "
+                    "with another kind, amount or customer",
+                    detail={"settlement_id": existing["id"]},
+                )
+            other = tx.one(
+                "SELECT customer_id FROM decisions WHERE ticket_id = ? AND customer_id <> ? UNION "
+                "SELECT customer_id FROM settlements WHERE ticket_id = ? AND customer_id <> ?",
+                (ticket_id, customer_id, ticket_id, customer_id),
+            )
+            if other is not None:
+                raise SettlementConflict(
+                    f"ticket {ticket_id} belongs to another customer",
+                    detail={"customer_id": other["customer_id"]},
+                )
+            settlement_id = new_id()
             tx.run(
-                "INSERT INTO settlements VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO settlements (id, ticket_id, customer_id, service, kind, amount, "
+                "reference, recorded_by, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     settlement_id,
                     ticket_id,
+                    customer_id,
                     service,
                     kind,
                     None if amount is None else str(amount),
@@ -359,15 +404,19 @@ class Store:
                     now(),
                 ),
             )
-            return tx.one("SELECT * FROM settlements WHERE id = ?", (settlement_id,))
+            return tx.one("SELECT * FROM settlements WHERE id = ?", (settlement_id,)), True
 
-    def settlements(self, *, ticket_id: str, service: str) -> list[dict]:
+    def settlements(
+        self, *, ticket_id: str, service: str, customer_id: str | None = None
+    ) -> list[dict]:
+        """The ticket's settlements for the service; with `customer_id`, only that customer's."""
+        sql = "SELECT * FROM settlements WHERE ticket_id = ? AND service = ?"
+        params = [ticket_id, service]
+        if customer_id is not None:
+            sql += " AND customer_id = ?"
+            params.append(customer_id)
         with self.tx() as tx:
-            return tx.all(
-                "SELECT * FROM settlements WHERE ticket_id = ? AND service = ? "
-                "ORDER BY recorded_at",
-                (ticket_id, service),
-            )
+            return tx.all(sql + " ORDER BY recorded_at", params)
 
     # --- decisions and jobs -------------------------------------------------------------------
 
@@ -689,18 +738,40 @@ class Store:
 
     # --- tokens -------------------------------------------------------------------------------
 
-    def add_token(self, *, role: str, token_hash: str) -> str:
+    def add_token(self, *, role: str, token_hash: str, expires_at: str | None = None) -> str:
         token_id = new_id()
         with self.tx() as tx:
             tx.run(
-                "INSERT INTO api_tokens VALUES (?, ?, ?, ?, NULL)",
-                (token_id, role, token_hash, now()),
+                "INSERT INTO api_tokens (id, role, token_hash, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (token_id, role, token_hash, now(), expires_at),
             )
         return token_id
 
     def token_by_hash(self, token_hash: str) -> dict | None:
+        """The token's row while it is valid: neither revoked nor expired."""
         with self.tx() as tx:
             return tx.one(
-                "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-                (token_hash,),
+                "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (token_hash, now()),
+            )
+
+    def tokens(self) -> list[dict]:
+        """Every token without its hash, oldest first."""
+        with self.tx() as tx:
+            return tx.all(
+                "SELECT id, role, created_at, expires_at, revoked_at FROM api_tokens "
+                "ORDER BY created_at"
+            )
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Revoke a token; False when there is no such token or it was revoked before."""
+        with self.tx() as tx:
+            return (
+                tx.run(
+                    "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (now(), token_id),
+                ).rowcount
+                == 1
             )

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from api.environment import run_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITES = REPO_ROOT / "tests" / "hosts"
@@ -40,8 +41,7 @@ def run_verification(inventory: Path, limit: str | None) -> dict:
     hosts = resolve_hosts(inventory, limit)
     with tempfile.TemporaryDirectory(prefix="emsops-verify-") as tmp:
         report = Path(tmp) / "report.json"
-        env = dict(os.environ, EMSOPS_VERIFY_REPORT=str(report),
-                   PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        env = run_environment({"EMSOPS_VERIFY_REPORT": str(report)})
         cmd = [sys.executable, "-m", "pytest", str(SUITES), "-p", "no:cacheprovider", "-q",
                "--tb=line", "--no-header", "-o", "addopts=", f"--rootdir={SUITES}",
                "--hosts=" + ",".join(f"ansible://{h}" for h in hosts),

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=Path(data),
             project_dir=args.project.resolve(),
             sites={"bench": inventory},
+            inventory_root=inventory.parent,  # the file the bench was pointed at is trusted
             workers=1,
         )
         with TestClient(create_app(settings, verifier=no_verification)) as client:

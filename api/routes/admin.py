@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.context import AppContext
-from api.deps import AdminCaller, Ctx, StaffCaller, TicketsCaller
+from api.deps import (
+    SETTLEMENT_ROLES,
+    AdminCaller,
+    Ctx,
+    SettlementsCaller,
+    StaffCaller,
+    require_role,
+)
 from api.errors import NotFound, Unprocessable
+from api.inventory import site_inventory
 from api.models import (
     ContractIn,
     ContractOut,
@@ -19,6 +26,7 @@ from api.models import (
     Ident,
     SettlementIn,
     SettlementOut,
+    SettlementService,
     SiteIn,
     SiteOut,
 )
@@ -76,47 +84,61 @@ def put_contract(
 
 @router.put("/customers/{customer_id}/site", response_model=SiteOut, responses=NOT_FOUND)
 def put_site(customer_id: str, body: SiteIn, _: AdminCaller, ctx: Ctx) -> SiteOut:
+    """The site's inventory, stored by its real path (it must lie in EMSOPS_INVENTORY_ROOT)."""
     _existing_customer(ctx, customer_id)
-    if not ctx.settings.resolve(Path(body.inventory)).is_file():
-        raise Unprocessable(
-            "no inventory file at that path on the API host", detail={"inventory": body.inventory}
-        )
+    inventory = site_inventory(ctx.settings, body.inventory)
     return SiteOut(
         **ctx.store.put_site(
             customer_id=customer_id,
-            inventory=body.inventory,
+            inventory=str(inventory),
             installed_version=body.installed_version,
         )
     )
 
 
-@router.post("/tickets/{ticket_id}/settlements", status_code=201, response_model=SettlementOut)
+@router.post(
+    "/tickets/{ticket_id}/settlements",
+    status_code=201,
+    response_model=SettlementOut,
+    responses={
+        200: {"model": SettlementOut, "description": "the same reference again: its record"},
+        409: {"model": ErrorBody, "description": "the reference with other values, or the "
+              "ticket belongs to another customer"},
+        **NOT_FOUND,
+    },
+)
 def add_settlement(
     ticket_id: Ident,
     body: SettlementIn,
-    caller: TicketsCaller,
+    response: Response,
+    caller: SettlementsCaller,
     ctx: Ctx,
 ) -> SettlementOut:
-    """Record a received payment or a sales guarantee for the ticket's billable service."""
+    """Record a received payment (ticket system) or a sales guarantee (sales) for the ticket's
+    billable service of that customer."""
+    require_role(caller, SETTLEMENT_ROLES[body.kind])
     if (body.kind == "payment") != (body.amount is not None):
         raise Unprocessable("a payment needs an amount; a guarantee has none")
-    return SettlementOut(
-        **ctx.store.add_settlement(
-            ticket_id=ticket_id,
-            service=body.service,
-            kind=body.kind,
-            amount=body.amount,
-            reference=body.reference,
-            recorded_by=caller.token_id,
-        )
+    _existing_customer(ctx, body.customer_id)
+    record, created = ctx.store.add_settlement(
+        ticket_id=ticket_id,
+        customer_id=body.customer_id,
+        service=body.service,
+        kind=body.kind,
+        amount=body.amount,
+        reference=body.reference,
+        recorded_by=caller.token_id,
     )
+    if not created:
+        response.status_code = 200
+    return SettlementOut(**record)
 
 
 @router.get("/tickets/{ticket_id}/settlements", response_model=list[SettlementOut])
 def list_settlements(
     ticket_id: str,
-    service: Annotated[str, Query(max_length=64)],
-    _: TicketsCaller,
+    service: Annotated[SettlementService, Query()],
+    _: SettlementsCaller,
     ctx: Ctx,
 ) -> list[SettlementOut]:
     return [

@@ -13,20 +13,14 @@ from fastapi.responses import StreamingResponse
 
 from api import jobs as service
 from api.context import AppContext
-from api.deps import AnyCaller, Ctx
-from api.errors import NotFound
+from api.deps import Ctx, JobsCaller
+from api.errors import Unprocessable
 from api.models import ErrorBody, EventOut, EventPage, JobOut, JobRequest
 from api.store import TERMINAL
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 SSE_POLL_S = 0.5
-
-
-def _job(ctx: AppContext, job_id: str) -> dict:
-    job = ctx.store.get_job(job_id)
-    if job is None:
-        raise NotFound(f"no job {job_id}")
-    return job
+MAX_COUNTER = 2**31 - 1  # event counters are stored as (SQLite/PostgreSQL) integers
 
 
 @router.post(
@@ -44,7 +38,7 @@ def _job(ctx: AppContext, job_id: str) -> dict:
 def submit_job(
     body: JobRequest,
     response: Response,
-    caller: AnyCaller,
+    caller: JobsCaller,
     ctx: Ctx,
 ) -> JobOut:
     """Decide from the customer's entitlements and queue the playbook run when it may run."""
@@ -56,14 +50,14 @@ def submit_job(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"model": ErrorBody}})
-def get_job(job_id: str, _: AnyCaller, ctx: Ctx) -> JobOut:
-    return JobOut.from_row(_job(ctx, job_id))
+def get_job(job_id: str, caller: JobsCaller, ctx: Ctx) -> JobOut:
+    return JobOut.from_row(service.visible_job(ctx, job_id, caller))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={404: {"model": ErrorBody}})
-def cancel_job(job_id: str, _: AnyCaller, ctx: Ctx) -> JobOut:
+def cancel_job(job_id: str, caller: JobsCaller, ctx: Ctx) -> JobOut:
     """Queued jobs are canceled at once; a running playbook is stopped within about a second."""
-    _job(ctx, job_id)
+    service.visible_job(ctx, job_id, caller)
     return JobOut.from_row(ctx.runner.cancel(job_id))
 
 
@@ -81,16 +75,22 @@ def cancel_job(job_id: str, _: AnyCaller, ctx: Ctx) -> JobOut:
 def job_events(
     job_id: str,
     request: Request,
-    _: AnyCaller,
+    caller: JobsCaller,
     ctx: Ctx,
-    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="last counter already seen")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_COUNTER, description="last counter already seen")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(pattern=r"^[0-9]{1,10}$", description="the last `id:` a stream delivered"),
+    ] = None,
 ):
     """Redacted events in counter order: a page, or server-sent events until the job ends."""
-    job = _job(ctx, job_id)
+    job = service.visible_job(ctx, job_id, caller)
     if "text/event-stream" in request.headers.get("accept", ""):
-        start = int(last_event_id) if (last_event_id or "").isdigit() else after
+        # [0-9] in the pattern, not \d or isdigit(): "²" is a digit to those and not to int().
+        start = after if last_event_id is None else int(last_event_id)
+        if start > MAX_COUNTER:
+            raise Unprocessable("Last-Event-ID is larger than any event counter")
         return StreamingResponse(
             _stream(ctx, job_id, start),
             media_type="text/event-stream",

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import AnyCaller, Ctx
-from api.errors import NotFound
+from api import jobs as service
+from api.deps import Ctx, JobsCaller
 from api.models import ErrorBody, WebhookAttemptOut, WebhookLogOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.get(
-    "/{job_id}/webhooks", response_model=WebhookLogOut, responses={404: {"model": ErrorBody}}
+    "/{job_id}/webhooks",
+    response_model=WebhookLogOut,
+    responses={403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
-def job_webhooks(job_id: str, _: AnyCaller, ctx: Ctx) -> WebhookLogOut:
-    """The delivery (pending, delivered or failed) and its attempt log, oldest first."""
-    if ctx.store.get_job(job_id) is None:
-        raise NotFound(f"no job {job_id}")
+def job_webhooks(job_id: str, caller: JobsCaller, ctx: Ctx) -> WebhookLogOut:
+    """The delivery (pending, delivered or failed) and its attempt log, oldest first; internal
+    jobs' only for vendor staff, as the job itself."""
+    service.visible_job(ctx, job_id, caller)
     delivery = ctx.store.webhook(job_id) or {}
     return WebhookLogOut(
         job_id=job_id,

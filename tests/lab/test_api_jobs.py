@@ -157,7 +157,8 @@ def test_reinstall_with_no_backup_deploys_fresh_and_says_data_not_recoverable(ap
     # can only be deployed fresh, and the job must say so instead of pretending it restored.
     manager.wipe("ems-gw1", log=lambda _m: None)
     status, _ = api.call("POST", "/v1/tickets/T-LAB-0/settlements", api.admin,
-                         {"service": "reinstall", "kind": "guarantee", "reference": "sales-0"})
+                         {"customer_id": CUSTOMER, "service": "reinstall", "kind": "guarantee",
+                          "reference": "sales-0"})
     assert status == 201
     status, job = api.call("POST", "/v1/jobs", api.engineer, _reinstall_job("T-LAB-0"))
     assert status == 202, job
@@ -180,8 +181,8 @@ def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
     assert quoted_status == 402, quoted
     quote = quoted["error"]["detail"]["quote"]
     status, _ = api.call("POST", "/v1/tickets/T-LAB-1/settlements", api.admin,
-                         {"service": "reinstall", "kind": "payment", "amount": quote["total"],
-                          "reference": "bank-T-LAB-1"})
+                         {"customer_id": CUSTOMER, "service": "reinstall", "kind": "payment",
+                          "amount": quote["total"], "reference": "bank-T-LAB-1"})
     assert status == 201
 
     status, job = api.call("POST", "/v1/jobs", api.engineer, _reinstall_job("T-LAB-1"))

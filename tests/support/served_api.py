@@ -61,7 +61,9 @@ class ServedClient:
         self.call(
             "POST",
             f"/v1/tickets/{ticket}/settlements",
-            json={"service": "troubleshoot_data", "kind": "guarantee", "reference": "sales"},
+            role=Role.SALES,
+            json={"customer_id": "acme", "service": "troubleshoot_data", "kind": "guarantee",
+                  "reference": "sales"},
         )
         return self.submit(ticket, "troubleshoot_data", limit, parameters={"symptom": "missing"})
 

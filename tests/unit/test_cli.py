@@ -21,7 +21,8 @@ def emsops(*args: str, env: dict | None = None, user: str | None = None):
 
 @pytest.mark.parametrize("args", [[], ["lab"], ["lab", "up"], ["lab", "down"], ["lab", "status"],
                                   ["lab", "wipe"], ["lab", "ssh"], ["verify"], ["serve"],
-                                  ["token"], ["token", "create"]])
+                                  ["token"], ["token", "create"], ["token", "list"],
+                                  ["token", "revoke"]])
 def test_every_subcommand_has_help(args):
     proc = emsops(*args, "--help")
     assert proc.returncode == 0, proc.stderr

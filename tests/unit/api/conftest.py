@@ -158,6 +158,7 @@ def settings(tmp_path, project) -> Settings:
         webhook_backoff_s=0.01,
         webhook_timeout_s=2,
         sites={"acme": project.inventory},
+        inventory_root=project.inventory.parent,
     )
 
 
@@ -214,15 +215,39 @@ class Api:
             == 200
         )
 
-    def guarantee(self, ticket: str, service: str) -> None:
+    def guarantee(self, ticket: str, service: str, customer: str = "acme") -> None:
         assert (
             self.request(
                 "POST",
                 f"/v1/tickets/{ticket}/settlements",
-                json={"service": service, "kind": "guarantee", "reference": "sales"},
+                Role.SALES,
+                json={
+                    "customer_id": customer,
+                    "service": service,
+                    "kind": "guarantee",
+                    "reference": "sales",
+                },
             ).status_code
             == 201
         )
+
+    def hold(self, limit: str = "db1", ticket: str = "T-1") -> str:
+        """Start a guaranteed troubleshoot_data job (its playbook waits a minute) that holds
+        the hosts of `limit`; returns its id."""
+        self.guarantee(ticket, "troubleshoot_data")
+        response = self.request(
+            "POST",
+            "/v1/jobs",
+            json={
+                "ticket_id": ticket,
+                "customer_id": "acme",
+                "service": "troubleshoot_data",
+                "limit": limit,
+                "parameters": {"symptom": "missing"},
+            },
+        )
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
 
     def wait(self, job_id: str, timeout: float = 60) -> dict:
         return wait_for(
@@ -312,6 +337,7 @@ def server_env(settings):
             "EMSOPS_PROJECT_DIR": str(settings.project_dir),
             "EMSOPS_SITES": json.dumps({k: str(v) for k, v in settings.sites.items()}),
             "EMSOPS_VAULT_PASSWORD_FILE": str(settings.vault_password_file),
+            "EMSOPS_INVENTORY_ROOT": str(settings.inventory_root),
             "EMSOPS_WORKERS": "2",
         }
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -48,6 +48,7 @@ def at(day, hour):
     return datetime(2025, 6, day, hour, tzinfo=UTC)
 
 
+DAY = timedelta(days=1)
 UPGRADE = dict(service=Service.UPGRADE, installed_version="3.2.0")
 ACTIVE = contract()
 LAPSED = contract(state=ContractState.LAPSED)
@@ -202,6 +203,33 @@ TABLE = [
         Rule.ONSITE_WINDOW,
     ),
     ("onsite without window", Request(Service.ONSITE), ACTIVE, Outcome.REFUSED, Rule.ONSITE_WINDOW),
+    (
+        "onsite window of the longest allowed length",
+        Request(Service.ONSITE, ticket_started_at=at(1, 9), ticket_ended_at=at(1, 9) + 366 * DAY),
+        ACTIVE,
+        Outcome.BILLABLE,
+        Rule.ONSITE_BILLABLE,
+    ),
+    (
+        "onsite window one started day too long",
+        Request(
+            Service.ONSITE, ticket_started_at=at(1, 9), ticket_ended_at=at(1, 10) + 366 * DAY
+        ),
+        ACTIVE,
+        Outcome.REFUSED,
+        Rule.ONSITE_WINDOW_TOO_LONG,
+    ),
+    (
+        "onsite window from year 1 to 9999",
+        Request(
+            Service.ONSITE,
+            ticket_started_at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=8))),
+            ticket_ended_at=datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-8))),
+        ),
+        ACTIVE,
+        Outcome.REFUSED,
+        Rule.ONSITE_WINDOW_TOO_LONG,
+    ),
 ]
 
 
@@ -251,6 +279,19 @@ def test_billable_runs_only_when_paid_in_full_or_guaranteed():
     assert not run(req, c=LAPSED, settlement=Settlement(paid=total - Decimal("0.01"))).runnable
     assert run(req, c=LAPSED, settlement=Settlement(paid=total)).runnable
     assert run(req, c=LAPSED, settlement=Settlement(guaranteed=True)).runnable
+
+
+def test_the_longest_onsite_window_is_configurable():
+    request = Request(Service.ONSITE, ticket_started_at=at(1, 9), ticket_ended_at=at(11, 9))
+    decision = decide(
+        request, contract=ACTIVE, prices=PRICES, settlement=NO_SETTLEMENT, today=TODAY,
+        onsite_max_days=7,
+    )
+    assert (decision.rule, decision.details) == (
+        Rule.ONSITE_WINDOW_TOO_LONG,
+        {"days": 10, "max_days": 7},
+    )
+    assert decision.quote is None
 
 
 def test_refusal_is_not_unlocked_by_payment():

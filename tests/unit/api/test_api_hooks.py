@@ -46,7 +46,9 @@ def test_create_token_refuses_unknown_roles(env_data_dir):
 
 def test_cli_hook_signatures():
     assert str(inspect.signature(server.serve)) == "(host: 'str', port: 'int') -> 'None'"
-    assert str(inspect.signature(tokens.create_token)) == "(role: 'str') -> 'str'"
+    assert str(inspect.signature(tokens.create_token)) == (
+        "(role: 'str', expires_in: 'timedelta | None' = None) -> 'str'"
+    )
 
 
 def test_settings_from_environment(monkeypatch, tmp_path):

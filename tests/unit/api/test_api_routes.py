@@ -30,6 +30,28 @@ def job(service="restore", ticket="T-1", limit="app1", parameters=None, **extra)
     return {**body, **extra}
 
 
+def settlement(service="restore", kind="guarantee", customer="acme", **extra):
+    return {"customer_id": customer, "service": service, "kind": kind, **extra}
+
+
+def quote_onsite(api, started: str, ended: str):
+    """POST /v1/quotes for on-site work in the ticket window started..ended (ISO, with zone)."""
+    return api.request(
+        "POST",
+        "/v1/quotes",
+        json={
+            "customer_id": "acme",
+            "service": "onsite",
+            "ticket_started_at": started,
+            "ticket_ended_at": ended,
+        },
+    )
+
+
+def settle(api, body: dict, role: Role = Role.TICKET_SYSTEM, ticket: str = "T-9"):
+    return api.request("POST", f"/v1/tickets/{ticket}/settlements", role, json=body)
+
+
 def no_job(api, ticket="T-1", service="restore"):
     return api.ctx.store.job_for_ticket(ticket_id=ticket, service=service) is None
 
@@ -159,46 +181,100 @@ def test_settlements_recorded_and_listed(api):
     paid = api.request(
         "POST",
         "/v1/tickets/T-9/settlements",
-        json={"service": "restore", "kind": "payment", "amount": "100.50", "reference": "bank-1"},
+        json=settlement(kind="payment", amount="100.50", reference="bank-1"),
     )
     assert paid.status_code == 201
     listed = api.request("GET", "/v1/tickets/T-9/settlements?service=restore").json()
     assert [(s["kind"], s["amount"]) for s in listed] == [("payment", "100.50")]
 
 
-def test_settlement_rules(api):
-    url = "/v1/tickets/T-9/settlements"
-    assert (
-        api.request(
-            "POST",
-            url,
-            Role.ENGINEER,
-            json={"service": "restore", "kind": "guarantee", "reference": "s"},
-        ).status_code
-        == 403
-    )
-    assert (
-        api.request(
-            "POST", url, json={"service": "restore", "kind": "payment", "reference": "s"}
-        ).status_code
-        == 422
-    )
-    assert (
-        api.request(
-            "POST",
-            url,
-            json={"service": "restore", "kind": "guarantee", "amount": "1", "reference": "s"},
-        ).status_code
-        == 422
-    )
-    assert (
-        api.request(
-            "POST",
-            url,
-            json={"service": "restore", "kind": "payment", "amount": "-1", "reference": "s"},
-        ).status_code
-        == 422
-    )
+@pytest.mark.parametrize(
+    ("role", "kind", "status"),
+    [
+        (Role.TICKET_SYSTEM, "payment", 201),
+        (Role.TICKET_SYSTEM, "guarantee", 403),
+        (Role.SALES, "guarantee", 201),
+        (Role.SALES, "payment", 403),
+        (Role.ADMIN, "payment", 201),
+        (Role.ADMIN, "guarantee", 201),
+        (Role.ENGINEER, "payment", 403),
+        (Role.ENGINEER, "guarantee", 403),
+    ],
+)
+def test_payments_come_from_the_ticket_system_and_guarantees_from_sales(api, role, kind, status):
+    amount = {"amount": "10.00"} if kind == "payment" else {}
+    response = settle(api, settlement(kind=kind, reference="ref-1", **amount), role)
+    assert response.status_code == status
+    stored = api.ctx.store.settlements(ticket_id="T-9", service="restore")
+    assert len(stored) == (1 if status == 201 else 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        settlement(kind="payment", reference="s"),  # a payment without an amount
+        settlement(kind="guarantee", amount="1", reference="s"),
+        settlement(kind="payment", amount="-1", reference="s"),
+        settlement(kind="payment", amount="NaN", reference="s"),
+        settlement(kind="payment", amount="Infinity", reference="s"),
+        {"service": "restore", "kind": "payment", "amount": "1", "reference": "s"},  # no customer
+    ],
+)
+def test_settlement_bodies_that_are_422(api, body):
+    response = settle(api, body, Role.ADMIN)
+    assert response.status_code == 422
+    assert api.ctx.store.settlements(ticket_id="T-9", service="restore") == []
+
+
+def test_settlement_for_an_unknown_customer_is_404(api):
+    response = settle(api, settlement(customer="nobody", reference="s"), Role.SALES)
+    assert response.status_code == 404
+
+
+def test_a_retried_payment_is_the_first_record(api):
+    body = settlement(kind="payment", amount="795.00", reference="bank-42")
+    first = settle(api, body)
+    again = settle(api, {**body, "amount": "795.0"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert len(api.ctx.store.settlements(ticket_id="T-9", service="restore")) == 1
+
+
+def test_the_same_reference_with_another_amount_is_409(api):
+    body = settlement(kind="payment", amount="795.00", reference="bank-42")
+    settle(api, body)
+    other = settle(api, {**body, "amount": "1590.00"})
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "settlement_conflict"
+    rows = api.ctx.store.settlements(ticket_id="T-9", service="restore")
+    assert [r["amount"] for r in rows] == ["795.00"]
+
+
+@pytest.fixture
+def lapsed_and_other(api):
+    """acme with a lapsed contract (restore is billable) and a second customer, `other`."""
+    api.contract(state="lapsed")
+    api.request("PUT", "/v1/customers/other", Role.ADMIN, json={"name": "O"})
+    return api
+
+
+def test_a_guarantee_settles_only_its_customers_ticket(lapsed_and_other):
+    """Two customers whose ticket systems both use ticket id T-1: a guarantee sales gave one
+    of them must not unlock the other's job."""
+    api = lapsed_and_other
+    api.guarantee("T-1", "restore", customer="other")
+    response = api.request("POST", "/v1/jobs", json=job(service="restore"))
+    assert response.status_code == 402
+    assert response.json()["error"]["detail"]["settled"] is False
+    assert no_job(api, service="restore")
+
+
+def test_a_ticket_of_one_customer_cannot_be_settled_for_another(lapsed_and_other):
+    api = lapsed_and_other
+    assert api.request("POST", "/v1/jobs", json=job(service="restore")).status_code == 402
+    response = settle(api, settlement(customer="other", reference="s-1"), Role.SALES, "T-1")
+    assert response.status_code == 409
+    assert response.json()["error"]["detail"] == {"customer_id": "acme"}
 
 
 # --- quotes -------------------------------------------------------------------------------------
@@ -206,17 +282,7 @@ def test_settlement_rules(api):
 
 def test_onsite_quote_for_machine_inspection_uses_ticket_window(api):
     api.contract(tier="machine_inspection")
-    response = api.request(
-        "POST",
-        "/v1/quotes",
-        json={
-            "customer_id": "acme",
-            "service": "onsite",
-            "long_distance": False,
-            "ticket_started_at": "2025-06-02T09:00:00+08:00",
-            "ticket_ended_at": "2025-06-03T12:00:00+08:00",
-        },
-    )
+    response = quote_onsite(api, "2025-06-02T09:00:00+08:00", "2025-06-03T12:00:00+08:00")
     assert response.status_code == 200
     body = response.json()
     assert (body["outcome"], body["details"]["days"]) == ("billable", 2)
@@ -236,7 +302,7 @@ def test_quote_reports_settlement(api):
     api.request(
         "POST",
         "/v1/tickets/T-2/settlements",
-        json={"service": "restore", "kind": "payment", "amount": "1590.00", "reference": "bank"},
+        json=settlement(kind="payment", amount="1590.00", reference="bank"),
     )
     body = api.request(
         "POST", "/v1/quotes", json={"customer_id": "acme", "service": "restore", "ticket_id": "T-2"}
@@ -322,11 +388,7 @@ def test_lapsed_network_repair_quoted_then_runs_after_guarantee(api):
     quote = quoted.json()["error"]["detail"]["quote"]
     assert quote["lines"][0]["unit_price"] == "1100.00"  # the lapsed price
     assert no_job(api, service="repair_network")
-    api.request(
-        "POST",
-        "/v1/tickets/T-1/settlements",
-        json={"service": "repair_network", "kind": "guarantee", "reference": "sales-7"},
-    )
+    api.guarantee("T-1", "repair_network")
     accepted = api.request("POST", "/v1/jobs", json=body)
     assert accepted.status_code == 202
     assert accepted.json()["decision"]["settled"] is True
@@ -338,12 +400,9 @@ def test_partial_payment_still_402(api):
     api.request(
         "POST",
         "/v1/tickets/T-1/settlements",
-        json={
-            "service": "repair_network",
-            "kind": "payment",
-            "amount": "1000.00",
-            "reference": "b",
-        },
+        json=settlement(
+            service="repair_network", kind="payment", amount="1000.00", reference="b"
+        ),
     )
     response = api.request(
         "POST", "/v1/jobs", json=job(service="repair_network", parameters={"issue": "lan_change"})
@@ -452,21 +511,15 @@ def test_same_ticket_and_service_with_other_request_is_409(api):
 
 def test_host_held_by_a_running_job_is_409_until_canceled(api):
     api.contract()
-    api.guarantee("T-1", "troubleshoot_data")
-    slow = api.request(
-        "POST",
-        "/v1/jobs",
-        json=job(service="troubleshoot_data", limit="db1", parameters={"symptom": "missing"}),
-    )
-    assert slow.status_code == 202
+    slow = api.hold("db1")
     held = api.request(
         "POST", "/v1/jobs", json=job(service="inspect", ticket="T-2", limit="ems_db")
     )
     assert held.status_code == 409
-    assert held.json()["error"]["detail"]["held"] == {"db1": slow.json()["id"]}
+    assert held.json()["error"]["detail"]["held"] == {"db1": slow}
     assert no_job(api, ticket="T-2", service="inspect")
-    assert api.request("POST", f"/v1/jobs/{slow.json()['id']}/cancel").status_code == 200
-    assert api.wait(slow.json()["id"])["state"] == "canceled"
+    assert api.request("POST", f"/v1/jobs/{slow}/cancel").status_code == 200
+    assert api.wait(slow)["state"] == "canceled"
     again = api.request(
         "POST", "/v1/jobs", json=job(service="inspect", ticket="T-2", limit="ems_db")
     )

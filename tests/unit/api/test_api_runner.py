@@ -191,6 +191,7 @@ def test_vault_password_script_from_ansible_cfg_is_redacted_too(
                 "project_dir": root,
                 "vault_password_file": None,
                 "sites": {"acme": root / "inventory" / "hosts.yml"},
+                "inventory_root": root / "inventory",
             }
         )
     )

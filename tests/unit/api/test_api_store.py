@@ -82,6 +82,7 @@ def test_customer_contract_site_round_trip(store):
 def test_settlements_are_per_ticket_and_service(store):
     store.add_settlement(
         ticket_id="T-1",
+        customer_id="c1",
         service="restore",
         kind="payment",
         amount=Decimal("10.50"),
@@ -90,6 +91,7 @@ def test_settlements_are_per_ticket_and_service(store):
     )
     store.add_settlement(
         ticket_id="T-1",
+        customer_id="c1",
         service="restore",
         kind="guarantee",
         amount=None,
@@ -98,6 +100,7 @@ def test_settlements_are_per_ticket_and_service(store):
     )
     store.add_settlement(
         ticket_id="T-2",
+        customer_id="c1",
         service="restore",
         kind="payment",
         amount=Decimal("1"),
