@@ -345,7 +345,8 @@ def drill(api):
 
 
 @pytest.mark.parametrize(
-    ("method", "path"), [("GET", ""), ("GET", "/events"), ("POST", "/cancel")]
+    ("method", "path"),
+    [("GET", ""), ("GET", "/events"), ("GET", "/webhooks"), ("POST", "/cancel")],
 )
 def test_the_ticket_system_can_neither_read_nor_cancel_internal_jobs(api, drill, method, path):
     _, job_id = drill
