@@ -12,8 +12,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from . import config, httpjson, modbus, service
@@ -25,6 +26,8 @@ from .timeutil import iso, utcnow
 log = logging.getLogger("kangpai_ems.collector")
 
 FORWARD_TIMEOUT_S = 30.0
+# The window of /health's `last_hour` counters (DESIGN §6: read-error ratio over the last hour).
+WINDOW_S = 3600.0
 
 
 @dataclass
@@ -32,6 +35,19 @@ class MeterStats:
     last_good_read: datetime | None = None
     reads: int = 0
     errors: int = 0
+    # (monotonic time, read ok) of every poll within the last WINDOW_S.
+    recent: deque = field(default_factory=deque)
+
+    def record(self, ok: bool) -> None:
+        now = time.monotonic()
+        self.recent.append((now, ok))
+        while self.recent and self.recent[0][0] < now - WINDOW_S:
+            self.recent.popleft()
+
+    def last_hour(self) -> dict:
+        since = time.monotonic() - WINDOW_S
+        polls = [ok for at, ok in self.recent if at >= since]
+        return {"reads": sum(polls), "errors": len(polls) - sum(polls)}
 
 
 class ForwardError(Exception):
@@ -93,9 +109,11 @@ class Collector:
                 stats = self.stats[meter_id]
                 stats.reads += 1
                 stats.last_good_read = moment
+                stats.record(True)
             return
         with self._lock:
             self.stats[meter_id].errors += 1
+            self.stats[meter_id].record(False)
         log.warning("meter %s (%s:%d unit %d): read failed after %d attempts: %s",
                     meter_id, address.host, address.port, address.unit, self.cfg.retries + 1,
                     f"{type(error).__name__}: {error}" if error else "unknown")
@@ -148,7 +166,7 @@ class Collector:
         kept, whole_since = self.spool.history()
         with self._lock:
             meters = {meter_id: {"last_good_read": iso(s.last_good_read), "reads": s.reads,
-                                 "errors": s.errors}
+                                 "errors": s.errors, "last_hour": s.last_hour()}
                       for meter_id, s in self.stats.items()}
         return httpjson.Response(200, {
             "status": "ok", "version": VERSION, "gateway_id": self.cfg.gateway_id,
