@@ -1,10 +1,11 @@
-"""The `emsops` command line: lab, verify, serve, token, drill."""
+"""The `emsops` command line: lab, verify, serve, token, drill, inspect."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class CliError(Exception):
@@ -21,8 +22,75 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.add_parser(sub)
     verify.add_parser(sub)
     drill.add_parser(sub)
+    _add_inspect_parser(sub)
     _add_service_parsers(sub)
     return parser
+
+
+def _add_inspect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="inspect a site and print a summary table",
+                       description="Run playbooks/inspect.yml (read-only), write the JSON + HTML "
+                                   "report under <data dir>/reports/inspections/<site>/ and "
+                                   "print every finding above ok. Exit status 1 when the "
+                                   "overall status is fail.")
+    p.add_argument("-i", "--inventory", required=True, type=Path)
+    p.add_argument("--limit", help="only these hosts (an Ansible pattern)")
+    p.add_argument("--mode", choices=["automated", "manual"], default="automated",
+                   help="manual: the report waits for an engineer's sign-off")
+    p.add_argument("-e", "--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a threshold of role inspection, e.g. "
+                        "inspection_backup_warn_age_s=3600")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_inspect)
+
+
+def _thresholds(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("inspection_"):
+            raise CliError(f"-e {pair!r}: give inspection_NAME=VALUE")
+        out[name] = yaml.safe_load(value)
+    return out
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from api.reports import inspection
+    from api.settings import get_settings
+
+    if not args.inventory.is_file():
+        raise CliError(f"inventory {args.inventory} does not exist")
+    inventory = args.inventory.resolve()
+    started = datetime.now(UTC)
+    status, rc, stats = inspection.run_inspection(inventory, limit=args.limit,
+                                                  extravars=_thresholds(args.threshold))
+    if not stats.get("inspection"):
+        raise CliError(f"the inspection playbook ended ({status}, rc {rc}) without results")
+    reports_dir = get_settings().data_dir / "reports" / "inspections"
+    site = inventory.parent.name
+    report_id = "cli-" + started.strftime("%Y%m%dT%H%M%SZ")
+    report = inspection.build_report(
+        stats, site=site, mode=args.mode, job_id=report_id,
+        started=started.isoformat(timespec="seconds"),
+        previous=inspection.previous_report(reports_dir, site, report_id))
+    folder = inspection.write_report(reports_dir, report)
+    if args.json:
+        print(json.dumps({**report, "report_dir": str(folder)}, indent=2))
+    else:
+        print(f"inspection of {site}: {report['status'].upper()} ({report['counts']['ok']} ok, "
+              f"{report['counts']['warn']} warn, {report['counts']['fail']} fail)")
+        print(f"  {'host':<12} {'status':<6}")
+        for host, host_status in report["hosts"].items():
+            print(f"  {host:<12} {host_status:<6}")
+        for host, severity, finding, evidence in inspection.summary_rows(report):
+            print(f"  {host:<12} {severity:<6} {finding:<32} {evidence}")
+        print(f"report: {folder / 'report.html'}")
+    return 1 if report["status"] == inspection.FAIL or rc != 0 else 0
 
 
 def _add_service_parsers(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,1 @@
+"""Reports the API keeps and serves (inspection; the drill's lives in api/drill.py for now)."""
