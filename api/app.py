@@ -25,7 +25,7 @@ from api.errors import (
     validation_detail,
 )
 from api.models import ErrorBody, Health
-from api.routes import admin, jobs, quotes, webhooks
+from api.routes import admin, jobs, quotes, reports, webhooks
 from api.runner import Verifier, default_verifier
 from api.settings import Settings, get_settings
 
@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None, *, verifier: Verifier | None = 
     def metrics(ctx: Ctx) -> Response:
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    for router in (jobs.router, webhooks.router, quotes.router, admin.router):
+    for router in (jobs.router, reports.router, webhooks.router, quotes.router, admin.router):
         app.include_router(router)
     return app
 

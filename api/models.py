@@ -335,3 +335,28 @@ class SettlementOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     schema_version: int
+
+
+class SignoffRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    remarks: str = Field(min_length=1, max_length=4000, description="what the engineer adds")
+
+
+class InspectionReportOut(BaseModel):
+    """An inspection report (api.reports.inspection): sections of DESIGN §6 with findings."""
+
+    id: str
+    site: str
+    mode: Literal["automated", "manual"]
+    state: Literal["final", "awaiting_signoff", "signed"]
+    status: Literal["ok", "warn", "fail"]
+    started: str | None
+    generated: str | None
+    version: str | None
+    counts: dict[str, int]
+    hosts: dict[str, str]
+    sections: list[dict[str, Any]]
+    actions: list[dict[str, Any]]
+    pictures: dict[str, Any]
+    trend: dict[str, Any] | None
+    signoff: dict[str, str] | None

@@ -93,6 +93,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX settlements_reference ON settlements (ticket_id, service, reference)",
         "ALTER TABLE api_tokens ADD COLUMN expires_at TEXT",
     ],
+    [
+        # An engineer's signature on a manual inspection's report (at most one per job).
+        """CREATE TABLE report_signoffs (
+            job_id TEXT PRIMARY KEY REFERENCES jobs(id), signed_by TEXT NOT NULL,
+            role TEXT NOT NULL, remarks TEXT NOT NULL, signed_at TEXT NOT NULL)""",
+    ],
 ]
 
 JSON_COLUMNS = frozenset(
@@ -735,6 +741,21 @@ class Store:
                 "WHERE job_id = ? AND attempts = ?",
                 (state, next_attempt_at, None if state == PENDING else now(), job_id, attempt),
             )
+
+    # --- report sign-offs ---------------------------------------------------------------------
+
+    def add_signoff(self, *, job_id: str, signed_by: str, role: str, remarks: str) -> bool:
+        """Record the signature of a job's report; False when it was signed before."""
+        with self.tx() as tx:
+            return tx.run(
+                "INSERT INTO report_signoffs (job_id, signed_by, role, remarks, signed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
+                (job_id, signed_by, role, remarks, now()),
+            ).rowcount == 1
+
+    def signoff(self, job_id: str) -> dict | None:
+        with self.tx() as tx:
+            return tx.one("SELECT * FROM report_signoffs WHERE job_id = ?", (job_id,))
 
     # --- tokens -------------------------------------------------------------------------------
 

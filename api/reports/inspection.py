@@ -181,3 +181,42 @@ def run_inspection(inventory: Path, *, limit: str | None = None,
         runner.config.env = confine(runner.config.env)
         runner.run()
     return runner.status, runner.rc, stats
+
+
+# --- the API's reports: one per inspect job, rebuilt from the job's record and its sign-off ------
+
+def job_report(ctx: Any, job: dict) -> dict:
+    """The report of an ended inspect job, written under the data dir (and its site index)."""
+    from api.errors import Conflict, NotFound
+    from api.store import TERMINAL
+
+    if job["service"] != "inspect":
+        raise NotFound(f"job {job['id']} is a {job['service']} job: it has no inspection report")
+    if job["state"] not in TERMINAL:
+        raise Conflict(f"job {job['id']} is {job['state']}: its report comes when it ends")
+    reports_dir = ctx.settings.data_dir / "reports" / "inspections"
+    site = job["customer_id"]
+    mode = (job["decision"].get("details") or {}).get("mode", AUTOMATED)
+    report = build_report(job["set_stats"], site=site, mode=mode, job_id=job["id"],
+                          started=job["started_at"],
+                          previous=previous_report(reports_dir, site, job["id"]))
+    report["generated"] = job["finished_at"]
+    signature = ctx.store.signoff(job["id"])
+    if signature is not None:
+        report = sign(report, by=f"{signature['role']} token {signature['signed_by']}",
+                      remarks=signature["remarks"], at=signature["signed_at"])
+    write_report(reports_dir, report)
+    return report
+
+
+def sign_job_report(ctx: Any, job: dict, *, signed_by: str, role: str, remarks: str) -> dict:
+    """Sign a manual inspection's report once; the report as it now reads."""
+    from api.errors import Conflict
+
+    report = job_report(ctx, job)
+    if report["state"] != AWAITING_SIGNOFF:
+        raise Conflict(f"the report of job {job['id']} is {report['state']}: nothing to sign")
+    if not ctx.store.add_signoff(job_id=job["id"], signed_by=signed_by, role=role,
+                                 remarks=remarks):
+        raise Conflict(f"the report of job {job['id']} was signed meanwhile")
+    return job_report(ctx, job)
