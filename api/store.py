@@ -25,6 +25,8 @@ SUCCEEDED, FAILED, CANCELED, INTERRUPTED = "succeeded", "failed", "canceled", "i
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, INTERRUPTED})
 # Webhook delivery states (webhook_outbox.state); delivered and failed never change again.
 PENDING, DELIVERED = "pending", "delivered"
+# Webhook kinds: every ended job's completion; a manual inspection report's signature.
+COMPLETION, SIGNOFF = "completion", "signoff"
 
 MIGRATIONS: list[list[str]] = [
     [
@@ -94,10 +96,34 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_tokens ADD COLUMN expires_at TEXT",
     ],
     [
-        # An engineer's signature on a manual inspection's report (at most one per job).
+        # An engineer's signature on a manual inspection's report (at most one per job), and a
+        # second kind of webhook per job that says so: the outbox and its attempt log gain a
+        # `kind` (tables rebuilt: neither engine can change a unique key in place).
         """CREATE TABLE report_signoffs (
             job_id TEXT PRIMARY KEY REFERENCES jobs(id), signed_by TEXT NOT NULL,
             role TEXT NOT NULL, remarks TEXT NOT NULL, signed_at TEXT NOT NULL)""",
+        """CREATE TABLE webhook_outbox_new (
+            id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id),
+            kind TEXT NOT NULL DEFAULT 'completion', state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT, created_at TEXT NOT NULL,
+            finished_at TEXT, UNIQUE (job_id, kind))""",
+        """INSERT INTO webhook_outbox_new
+            (id, job_id, kind, state, attempts, next_attempt_at, created_at, finished_at)
+            SELECT id, job_id, 'completion', state, attempts, next_attempt_at, created_at,
+                   finished_at FROM webhook_outbox""",
+        "DROP TABLE webhook_outbox",
+        "ALTER TABLE webhook_outbox_new RENAME TO webhook_outbox",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at)",
+        """CREATE TABLE webhook_deliveries_new (
+            job_id TEXT NOT NULL REFERENCES jobs(id), kind TEXT NOT NULL DEFAULT 'completion',
+            attempt INTEGER NOT NULL, url TEXT NOT NULL, status_code INTEGER, error TEXT,
+            attempted_at TEXT NOT NULL, next_attempt_at TEXT, PRIMARY KEY (job_id, kind, attempt))""",
+        """INSERT INTO webhook_deliveries_new
+            (job_id, kind, attempt, url, status_code, error, attempted_at, next_attempt_at)
+            SELECT job_id, 'completion', attempt, url, status_code, error, attempted_at,
+                   next_attempt_at FROM webhook_deliveries""",
+        "DROP TABLE webhook_deliveries",
+        "ALTER TABLE webhook_deliveries_new RENAME TO webhook_deliveries",
     ],
 ]
 
@@ -170,24 +196,25 @@ class _Tx:
         return _decode(dict(row)) if row is not None else None
 
 
-def _enqueue_webhook(tx: _Tx, job_id: str) -> None:
-    """Queue a just-ended job's completion webhook, due at once (at most one per job)."""
+def _enqueue_webhook(tx: _Tx, job_id: str, kind: str = COMPLETION) -> None:
+    """Queue a job's webhook of `kind`, due at once (at most one of each kind per job)."""
     stamp = now()
     tx.run(
-        "INSERT INTO webhook_outbox (id, job_id, state, attempts, next_attempt_at, created_at) "
-        "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (job_id) DO NOTHING",
-        (new_id(), job_id, PENDING, stamp, stamp),
+        "INSERT INTO webhook_outbox "
+        "(id, job_id, kind, state, attempts, next_attempt_at, created_at) "
+        "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (job_id, kind) DO NOTHING",
+        (new_id(), job_id, kind, PENDING, stamp, stamp),
     )
 
 
 UNANSWERED = "no answer recorded: the API stopped during this attempt"
 
 
-def _close_unanswered(tx: _Tx, job_id: str) -> None:
+def _close_unanswered(tx: _Tx, job_id: str, kind: str) -> None:
     tx.run(
         "UPDATE webhook_deliveries SET error = ? "
-        "WHERE job_id = ? AND status_code IS NULL AND error IS NULL",
-        (UNANSWERED, job_id),
+        "WHERE job_id = ? AND kind = ? AND status_code IS NULL AND error IS NULL",
+        (UNANSWERED, job_id, kind),
     )
 
 
@@ -665,17 +692,20 @@ class Store:
 
     # --- webhooks -----------------------------------------------------------------------------
 
-    def deliveries(self, job_id: str) -> list[dict]:
-        """The attempt log of a job's completion webhook."""
+    def deliveries(self, job_id: str, kind: str = COMPLETION) -> list[dict]:
+        """The attempt log of a job's webhook of `kind`."""
         with self.tx() as tx:
             return tx.all(
-                "SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY attempt", (job_id,)
+                "SELECT * FROM webhook_deliveries WHERE job_id = ? AND kind = ? ORDER BY attempt",
+                (job_id, kind),
             )
 
-    def webhook(self, job_id: str) -> dict | None:
-        """The outbox row of a job's completion webhook (none until the job ends)."""
+    def webhook(self, job_id: str, kind: str = COMPLETION) -> dict | None:
+        """The outbox row of a job's webhook of `kind` (none until the job ends / is signed)."""
         with self.tx() as tx:
-            return tx.one("SELECT * FROM webhook_outbox WHERE job_id = ?", (job_id,))
+            return tx.one(
+                "SELECT * FROM webhook_outbox WHERE job_id = ? AND kind = ?", (job_id, kind)
+            )
 
     def next_webhook_due(self) -> str | None:
         with self.tx() as tx:
@@ -706,16 +736,21 @@ class Store:
             )
             return {**row, "next_attempt_at": lease_until} if taken.rowcount == 1 else None
 
-    def start_webhook_attempt(self, *, job_id: str, attempt: int, url: str) -> None:
+    def start_webhook_attempt(
+        self, *, job_id: str, attempt: int, url: str, kind: str = COMPLETION
+    ) -> None:
         """Log an attempt before it is sent, so one cut short by a crash still shows."""
         with self.tx() as tx:
-            _close_unanswered(tx, job_id)
-            tx.run("UPDATE webhook_outbox SET attempts = ? WHERE job_id = ?", (attempt, job_id))
+            _close_unanswered(tx, job_id, kind)
+            tx.run(
+                "UPDATE webhook_outbox SET attempts = ? WHERE job_id = ? AND kind = ?",
+                (attempt, job_id, kind),
+            )
             tx.run(
                 "INSERT INTO webhook_deliveries "
-                "(job_id, attempt, url, status_code, error, attempted_at) "
-                "VALUES (?, ?, ?, NULL, NULL, ?)",
-                (job_id, attempt, url, now()),
+                "(job_id, kind, attempt, url, status_code, error, attempted_at) "
+                "VALUES (?, ?, ?, ?, NULL, NULL, ?)",
+                (job_id, kind, attempt, url, now()),
             )
 
     def end_webhook_attempt(
@@ -727,31 +762,37 @@ class Store:
         error: str | None,
         state: str,
         next_attempt_at: str | None,
+        kind: str = COMPLETION,
     ) -> None:
         """Record an attempt's answer and what follows: another attempt, or the final state."""
         with self.tx() as tx:
             tx.run(
                 "UPDATE webhook_deliveries SET status_code = ?, error = ?, next_attempt_at = ? "
-                "WHERE job_id = ? AND attempt = ?",
-                (status_code, error, next_attempt_at, job_id, attempt),
+                "WHERE job_id = ? AND kind = ? AND attempt = ?",
+                (status_code, error, next_attempt_at, job_id, kind, attempt),
             )
             # Only while no later attempt started (one whose lease ran out meanwhile decides).
             tx.run(
                 "UPDATE webhook_outbox SET state = ?, next_attempt_at = ?, finished_at = ? "
-                "WHERE job_id = ? AND attempts = ?",
-                (state, next_attempt_at, None if state == PENDING else now(), job_id, attempt),
+                "WHERE job_id = ? AND kind = ? AND attempts = ?",
+                (state, next_attempt_at, None if state == PENDING else now(), job_id, kind,
+                 attempt),
             )
 
     # --- report sign-offs ---------------------------------------------------------------------
 
     def add_signoff(self, *, job_id: str, signed_by: str, role: str, remarks: str) -> bool:
-        """Record the signature of a job's report; False when it was signed before."""
+        """Record the signature of a job's report and queue its webhook in one transaction;
+        False when it was signed before."""
         with self.tx() as tx:
-            return tx.run(
+            if tx.run(
                 "INSERT INTO report_signoffs (job_id, signed_by, role, remarks, signed_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
                 (job_id, signed_by, role, remarks, now()),
-            ).rowcount == 1
+            ).rowcount != 1:
+                return False
+            _enqueue_webhook(tx, job_id, SIGNOFF)
+            return True
 
     def signoff(self, job_id: str) -> dict | None:
         with self.tx() as tx:

@@ -46,9 +46,16 @@ def job_summary(job: dict[str, Any], *, delivery_id: str) -> dict[str, Any]:
     }
 
 
-def body_of(job: dict[str, Any], *, delivery_id: str) -> bytes:
+def body_of(job: dict[str, Any], *, delivery_id: str, signoff: dict | None = None) -> bytes:
+    """The completion body; with `signoff`, the second webhook of a manual inspection: its
+    report was signed (event `report_signed`, who, when, remarks)."""
+    summary = job_summary(job, delivery_id=delivery_id)
+    if signoff is not None:
+        summary |= {"event": "report_signed", "report_state": "signed",
+                    "signoff": {"by": f"{signoff['role']} token {signoff['signed_by']}",
+                                "at": signoff["signed_at"], "remarks": signoff["remarks"]}}
     # Sorted keys: every attempt of a delivery sends the same bytes.
-    return json.dumps(job_summary(job, delivery_id=delivery_id), sort_keys=True).encode()
+    return json.dumps(summary, sort_keys=True).encode()
 
 
 def unsendable(url: str | None, secret: str | None) -> str | None:

@@ -88,35 +88,38 @@ class Notifier:
         if claimed is None:
             return False
         job_id, delivery_id, done = claimed["job_id"], claimed["id"], claimed["attempts"]
+        kind = claimed["kind"]
         if done >= self._attempts:
             # The last attempt allowed was cut short by a crash: its answer is unknown.
-            self._end(job_id, done, None, st.UNANSWERED, st.FAILED)
+            self._end(job_id, done, None, st.UNANSWERED, st.FAILED, kind=kind)
             return True
         attempt = done + 1
         job = self._store.get_job(job_id)
         customer = self._store.get_customer(job["customer_id"]) or {}
         # Read at each attempt: an admin who fixes a customer's URL unblocks its deliveries.
         url = customer.get("webhook_url") or self._url or ""
-        self._store.start_webhook_attempt(job_id=job_id, attempt=attempt, url=url)
+        self._store.start_webhook_attempt(job_id=job_id, attempt=attempt, url=url, kind=kind)
         reason = unsendable(url, self._secret)
         if reason is not None:
-            self._end(job_id, attempt, None, reason, st.FAILED)
+            self._end(job_id, attempt, None, reason, st.FAILED, kind=kind)
             return True
+        signoff = self._store.signoff(job_id) if kind == st.SIGNOFF else None
         status, error = post(
             url,
-            body_of(job, delivery_id=delivery_id),
+            body_of(job, delivery_id=delivery_id, signoff=signoff),
             secret=self._secret or "",
             delivery_id=delivery_id,
             attempt=attempt,
             timeout_s=self._timeout_s,
         )
         if status is not None and 200 <= status < 300:
-            self._end(job_id, attempt, status, None, st.DELIVERED)
+            self._end(job_id, attempt, status, None, st.DELIVERED, kind=kind)
         elif attempt >= self._attempts:
-            self._end(job_id, attempt, status, error, st.FAILED)
+            self._end(job_id, attempt, status, error, st.FAILED, kind=kind)
         else:
             backoff = self._backoff_s * 2 ** (attempt - 1)
-            self._end(job_id, attempt, status, error, st.PENDING, next_attempt_at=st.now(backoff))
+            self._end(job_id, attempt, status, error, st.PENDING, next_attempt_at=st.now(backoff),
+                      kind=kind)
         return True
 
     def _end(
@@ -128,9 +131,11 @@ class Notifier:
         state: str,
         *,
         next_attempt_at: str | None = None,
+        kind: str = st.COMPLETION,
     ) -> None:
         if state == st.FAILED:
-            log.warning("webhook for job %s failed after %d attempts: %s", job_id, attempt, error)
+            log.warning("%s webhook for job %s failed after %d attempts: %s", kind, job_id,
+                        attempt, error)
         self._store.end_webhook_attempt(
             job_id=job_id,
             attempt=attempt,
@@ -138,4 +143,5 @@ class Notifier:
             error=error,
             state=state,
             next_attempt_at=next_attempt_at,
+            kind=kind,
         )

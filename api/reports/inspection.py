@@ -219,4 +219,5 @@ def sign_job_report(ctx: Any, job: dict, *, signed_by: str, role: str, remarks: 
     if not ctx.store.add_signoff(job_id=job["id"], signed_by=signed_by, role=role,
                                  remarks=remarks):
         raise Conflict(f"the report of job {job['id']} was signed meanwhile")
+    ctx.notifier.notify(job["id"])  # its `report_signed` webhook is queued: send it now
     return job_report(ctx, job)

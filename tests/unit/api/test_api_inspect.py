@@ -3,10 +3,15 @@ report (JSON and HTML) of an ended inspect job; a manual report's sign-off and w
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from api.tokens import Role
+from api.webhook_wire import verify_signature
 from tests.support.report_html import ReportPage
+from tests.support.waiting import wait_for
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 def inspect_job(api, *, tier: str, ticket: str = "T-1") -> dict:
@@ -92,3 +97,29 @@ def test_report_of_other_jobs_and_unknown_jobs_is_404(api):
     assert response.status_code == 202, response.text
     job = api.wait(response.json()["id"])
     assert api.request("GET", f"/v1/jobs/{job['id']}/report").status_code == 404
+
+
+def test_signing_sends_a_second_webhook_that_says_so(api, settings):
+    with WebhookReceiver() as receiver:
+        response = api.request("PUT", "/v1/customers/acme", Role.ADMIN,
+                               json={"name": "Acme", "webhook_url": receiver.url})
+        assert response.status_code == 200
+        job = inspect_job(api, tier="manual_package")
+        first = wait_for(receiver.successes, what="the completion webhook")
+        assert "event" not in json.loads(first[0].body)
+        api.request("POST", f"/v1/jobs/{job['id']}/signoff", Role.ENGINEER,
+                    json={"remarks": "checked on site"})
+        both = wait_for(lambda: len(receiver.successes()) == 2 and receiver.successes(),
+                        what="the sign-off webhook")
+    signed = json.loads(both[1].body)
+    assert verify_signature(settings.webhook_secret, both[1].headers["X-Emsops-Timestamp"],
+                            both[1].body, both[1].headers["X-Emsops-Signature"])
+    assert (signed["event"], signed["report_state"], signed["job_id"]) == (
+        "report_signed", "signed", job["id"])
+    assert signed["signoff"]["remarks"] == "checked on site"
+    assert signed["delivery_id"] != json.loads(both[0].body)["delivery_id"]
+    store = api.ctx.store
+    assert wait_for(lambda: (store.webhook(job["id"], "signoff") or {}).get("state")
+                    == "delivered", what="the sign-off delivery recorded")
+    assert [d["attempt"] for d in store.deliveries(job["id"], "signoff")] == [1]
+    assert [d["attempt"] for d in store.deliveries(job["id"])] == [1]
