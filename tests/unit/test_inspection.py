@@ -195,3 +195,16 @@ def test_report_sections_actions_pictures_and_signoff(tmp_path):
 def test_no_results_is_a_failed_report():
     report = report_mod.build_report({}, site="acme", mode="automated", job_id="j")
     assert report["status"] == "fail" and report["actions"][0]["id"] == "inspection"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-i", "/nonexistent/hosts.yml"], "does not exist"),
+    (["-i", "{inv}", "-e", "backup_warn_age_s=1"], "inspection_NAME=VALUE"),
+])
+def test_cli_refuses_bad_input_before_running_anything(tmp_path, capsys, args, message):
+    from api.cli import main
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all: {}\n")
+    assert main(["inspect", *(a.format(inv=inventory) for a in args)]) == 2
+    assert message in capsys.readouterr().err
