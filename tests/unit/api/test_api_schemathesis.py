@@ -178,7 +178,9 @@ def test_stateful_with_every_role(live_api):
         before = sum(seen.values())
         for _attempt in range(3):
             try:
-                Machine.run(settings=settings(max_examples=25, stateful_step_count=6, **HYPOTHESIS))
+                # Each route on a job id splits the links from POST /v1/jobs further (report and
+                # signoff were added): enough examples that the events route is still reached.
+                Machine.run(settings=settings(max_examples=35, stateful_step_count=6, **HYPOTHESIS))
             except Flaky:
                 # The server's state moved on, so a replayed scenario took another path: what
                 # ran is recorded above, so carry on (as schemathesis' own runner does).
