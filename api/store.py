@@ -117,7 +117,8 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE webhook_deliveries_new (
             job_id TEXT NOT NULL REFERENCES jobs(id), kind TEXT NOT NULL DEFAULT 'completion',
             attempt INTEGER NOT NULL, url TEXT NOT NULL, status_code INTEGER, error TEXT,
-            attempted_at TEXT NOT NULL, next_attempt_at TEXT, PRIMARY KEY (job_id, kind, attempt))""",
+            attempted_at TEXT NOT NULL, next_attempt_at TEXT,
+            PRIMARY KEY (job_id, kind, attempt))""",
         """INSERT INTO webhook_deliveries_new
             (job_id, kind, attempt, url, status_code, error, attempted_at, next_attempt_at)
             SELECT job_id, 'completion', attempt, url, status_code, error, attempted_at,
