@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from lab import manager
+from lab import config, manager
+from lab.errors import LabError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           description="emsops lab ssh HOST [-- CMD...]")
     ssh.add_argument("host")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run (after --)")
+    fp = lsub.add_parser("fingerprint", help="print a host's fingerprint (files and units) as JSON",
+                         description="Every file of the host's own disk layer (path, type, mode, "
+                                     "owner, sha256 or link target) and every unit's state. With "
+                                     "--diff FILE, print what changed since that fingerprint "
+                                     "instead; exit status 1 when anything did.")
+    fp.add_argument("host")
+    fp.add_argument("--diff", metavar="FILE", type=Path,
+                    help="a fingerprint saved earlier by this command")
     lab.set_defaults(func=run)
 
 
@@ -46,4 +57,22 @@ def run(args: argparse.Namespace) -> int:
     elif args.lab_command == "ssh":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         manager.ssh(args.host, cmd)
+    elif args.lab_command == "fingerprint":
+        return _fingerprint(args)
     return 0
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    from lab import fingerprint
+
+    config.host_spec(args.host)  # an unknown host is an error before anything runs
+    if args.diff is None:
+        print(fingerprint.dumps(fingerprint.fingerprint(args.host)))
+        return 0
+    try:
+        before = json.loads(args.diff.read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read fingerprint {args.diff}: {exc}") from None
+    changes = fingerprint.diff(before, fingerprint.fingerprint(args.host))
+    print("\n".join(changes) if changes else f"{args.host}: no change")
+    return 1 if changes else 0
