@@ -15,7 +15,7 @@ def test_files_records_type_mode_owner_checksum_and_link_target(tmp_path):
     os.symlink("/nowhere", tmp_path / "current")
     entries = files(tmp_path)
     assert entries["/etc/a.conf"]["mode"] == "0640"
-    assert entries["/etc/a.conf"]["sha256"].== hashlib.sha256(b"x = 1\n").hexdigest()
+    assert entries["/etc/a.conf"]["sha256"] == hashlib.sha256(b"x = 1\n").hexdigest()
     assert entries["/etc/a.conf"]["owner"] == f"{os.getuid()}:{os.getgid()}"
     assert entries["/current"] == {"type": "link", "target": "/nowhere",
                                    "mode": entries["/current"]["mode"],
