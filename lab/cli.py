@@ -38,6 +38,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fp.add_argument("host")
     fp.add_argument("--diff", metavar="FILE", type=Path,
                     help="a fingerprint saved earlier by this command")
+    fault = lsub.add_parser(
+        "fault", help="inject a real fault into a host, list the kinds, or clear a host's",
+        description="emsops lab fault HOST KIND | --list | --clear HOST. What a fault changes is "
+                    "recorded in the lab's state dir; --clear puts it back (newest first) and "
+                    "restarts what ran before. Several faults may be on one host at once.")
+    fault.add_argument("host", nargs="?")
+    fault.add_argument("kind", nargs="?")
+    mode = fault.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true", help="list the fault kinds")
+    mode.add_argument("--clear", action="store_true", help="clear every fault of HOST")
     lab.set_defaults(func=run)
 
 
@@ -59,6 +69,35 @@ def run(args: argparse.Namespace) -> int:
         manager.ssh(args.host, cmd)
     elif args.lab_command == "fingerprint":
         return _fingerprint(args)
+    elif args.lab_command == "fault":
+        return _fault(args)
+    return 0
+
+
+def _fault(args: argparse.Namespace) -> int:
+    from lab import faults
+
+    if args.list:
+        if args.host or args.kind:
+            raise LabError("--list takes no host or kind")
+        for k in faults.KINDS.values():
+            where = ",".join(k.groups) or "any host"
+            print(f"{k.name:<21} {where:<36} {k.does}")
+        return 0
+    if args.clear:
+        if not args.host or args.kind:
+            raise LabError("usage: emsops lab fault --clear HOST")
+        config.host_spec(args.host)
+        cleared = faults.clear(args.host)
+        print(f"{args.host}: cleared {', '.join(cleared)}" if cleared
+              else f"{args.host}: no fault to clear")
+        return 0
+    if not args.host or not args.kind:
+        raise LabError("usage: emsops lab fault HOST KIND (see --list)")
+    config.host_spec(args.host)
+    faults.kind(args.kind)
+    faults.inject(args.host, args.kind)
+    print(f"{args.host}: {args.kind} injected ({faults.KINDS[args.kind].does})")
     return 0
 
 
