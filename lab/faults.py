@@ -304,8 +304,9 @@ def _health(ctx: Ctx) -> dict:
 
 def _license_symptom(ctx: Ctx) -> str | None:
     body = _health(ctx)
-    problems = [p for p in body.get("problems", []) if "license" in p]
-    return f"/health {body.get('status')}: {problems[0]}" if problems else None
+    license_ = body.get("license", {})
+    return (f"/health {body.get('status')}: license {license_}" if body.get("status") != "ok"
+            and not license_.get("valid", True) else None)
 
 
 def _current(ctx: Ctx) -> str:

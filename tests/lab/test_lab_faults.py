@@ -1,0 +1,94 @@
+"""Issue 9's faults on the deployed site: each kind injected for real, its symptom shown on the
+host, cleared, and every host's fingerprint as before. Kinds that do not interfere run together
+(several hosts, several faults on one host); the aggregation timer is off while the database is
+down, so its failed run does not outlive the fault."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from labkit import emsops
+
+from lab import faults
+from lab.fingerprint import diff, fingerprint
+
+pytestmark = pytest.mark.lab
+
+BATCHES = {
+    "app-license-release-db-config-disk-crashloop-conflict": {
+        "ems-app": ["timer-disabled", "license-missing", "release-file-corrupt"],
+        "ems-db": ["db-config-broken"],
+        "ems-gw1": ["disk-full"],
+        "meters": ["unit-crashloop"],
+        "backup": ["ip-conflict"],
+    },
+    "config-corrupt-db-down-masked-config-missing": {
+        "ems-app": ["timer-disabled", "config-corrupt"],
+        "ems-db": ["db-down"],
+        "ems-gw1": ["unit-masked"],
+        "meters": ["config-missing"],
+    },
+    "stopped-link-broken": {
+        "ems-gw1": ["unit-stopped"],
+        "meters": ["release-link-broken"],
+    },
+}
+
+
+def test_the_batches_cover_every_kind():
+    assert {k for batch in BATCHES.values() for kinds in batch.values() for k in kinds} == set(
+        faults.KINDS)
+
+
+def settled(host: str, before: dict, timeout_s: float = 30) -> list[str]:
+    """The host's differences from `before` once they are gone, or the last ones seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        changes = diff(before, fingerprint(host))
+        if not changes or time.monotonic() > deadline:
+            return changes
+        time.sleep(1)
+
+
+@pytest.mark.parametrize("batch", list(BATCHES))
+def test_faults_show_their_symptom_and_clear_back_to_the_fingerprint(lab_site, batch):
+    plan = BATCHES[batch]
+    started = time.monotonic()
+    before = {host: fingerprint(host) for host in plan}
+    print(f"fingerprints at {time.monotonic() - started:.1f}s")
+    first = next(iter(plan))  # the command line for one host, the module for the rest (faster)
+    try:
+        for host, kinds in plan.items():
+            for kind in kinds:
+                if host == first and kind == kinds[0]:
+                    proc = emsops("lab", "fault", host, kind)
+                    assert proc.returncode == 0, proc.stderr
+                else:
+                    faults.inject(host, kind)
+            assert faults.active(host) == kinds
+        evidence, deadline = {}, time.monotonic() + 40
+        wanted = [(h, k) for h, kinds in plan.items() for k in kinds]
+        while len(evidence) < len(wanted) and time.monotonic() < deadline:
+            for host, kind in wanted:
+                if (host, kind) not in evidence and (seen := faults.symptom(host, kind)):
+                    evidence[host, kind] = seen
+            time.sleep(0.5)
+        missing = [f"{h} {k}" for h, k in wanted if (h, k) not in evidence]
+        assert not missing, f"no symptom of {missing}; seen: {evidence}"
+        print("\n".join(f"{h} {k}: {e}" for (h, k), e in evidence.items()))
+        print(f"symptoms at {time.monotonic() - started:.1f}s")
+    finally:
+        # Newest first across hosts too: the database is back before the aggregation timer.
+        last = list(plan)[-1]
+        proc = emsops("lab", "fault", "--clear", last)
+        assert proc.returncode == 0, proc.stderr
+        for host in reversed(plan):
+            faults.clear(host)
+        print(f"cleared at {time.monotonic() - started:.1f}s")
+    for host, kinds in plan.items():
+        assert not faults.active(host)
+        for kind in kinds:
+            assert faults.symptom(host, kind) is None, f"{host} still shows {kind}"
+    changes = {host: settled(host, before[host]) for host in plan}
+    assert not any(changes.values()), f"clearing did not restore the fingerprints: {changes}"
