@@ -69,7 +69,19 @@ def _excluded(path: str) -> bool:
     return any(fnmatch.fnmatchcase(path, rule.pattern) for rule in EXCLUDED)
 
 
-def _sha256(path: Path) -> str:
+# Checksums by file identity: a file whose inode, size, mtime and ctime are the same has the
+# same content (ctime moves on every write or metadata change), so repeated prints are cheap.
+_SHA_CACHE: dict[tuple[int, int, int, int, int], str] = {}
+
+
+def _sha256(path: Path, st: os.stat_result) -> str:
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = _hash(path)
+    return _SHA_CACHE[key]
+
+
+def _hash(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -106,7 +118,7 @@ def files(upper: Path, volatile: set[str] = frozenset()) -> dict[str, dict[str, 
                 entry["type"] = "file"
                 if rel not in volatile:
                     try:
-                        entry["sha256"] = _sha256(full)
+                        entry["sha256"] = _sha256(full, st)
                     except FileNotFoundError:
                         continue
             else:

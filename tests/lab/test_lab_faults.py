@@ -6,6 +6,7 @@ down, so its failed run does not outlive the fault."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from labkit import emsops
@@ -55,25 +56,37 @@ def settled(host: str, before: dict, timeout_s: float = 30) -> list[str]:
 def test_faults_show_their_symptom_and_clear_back_to_the_fingerprint(lab_site, batch):
     plan = BATCHES[batch]
     started = time.monotonic()
-    before = {host: fingerprint(host) for host in plan}
+    pool = ThreadPoolExecutor(len(plan))  # hosts are independent: one thread each
+    before = dict(zip(plan, pool.map(fingerprint, plan), strict=True))
     print(f"fingerprints at {time.monotonic() - started:.1f}s")
     first = next(iter(plan))  # the command line for one host, the module for the rest (faster)
-    try:
-        for host, kinds in plan.items():
-            for kind in kinds:
-                if host == first and kind == kinds[0]:
-                    proc = emsops("lab", "fault", host, kind)
-                    assert proc.returncode == 0, proc.stderr
-                else:
-                    faults.inject(host, kind)
-            assert faults.active(host) == kinds
-        evidence, deadline = {}, time.monotonic() + 40
-        wanted = [(h, k) for h, kinds in plan.items() for k in kinds]
-        while len(evidence) < len(wanted) and time.monotonic() < deadline:
-            for host, kind in wanted:
-                if (host, kind) not in evidence and (seen := faults.symptom(host, kind)):
-                    evidence[host, kind] = seen
+
+    def inject(host: str) -> None:
+        for kind in plan[host]:
+            if host == first and kind == plan[host][0]:
+                proc = emsops("lab", "fault", host, kind)
+                assert proc.returncode == 0, proc.stderr
+            else:
+                faults.inject(host, kind)
+
+    def symptoms(host: str) -> dict[str, str]:
+        seen, deadline = {}, time.monotonic() + 40
+        while len(seen) < len(plan[host]) and time.monotonic() < deadline:
+            for kind in plan[host]:
+                if kind not in seen and (evidence := faults.symptom(host, kind)):
+                    seen[kind] = evidence
             time.sleep(0.5)
+        return seen
+
+    try:
+        # ems-app's timer goes off first: inject in plan order, the other hosts meanwhile.
+        inject(first)
+        list(pool.map(inject, list(plan)[1:]))
+        for host, kinds in plan.items():
+            assert faults.active(host) == kinds
+        evidence = {(h, k): e for h, seen in zip(plan, pool.map(symptoms, plan), strict=True)
+                    for k, e in seen.items()}
+        wanted = [(h, k) for h, kinds in plan.items() for k in kinds]
         missing = [f"{h} {k}" for h, k in wanted if (h, k) not in evidence]
         assert not missing, f"no symptom of {missing}; seen: {evidence}"
         print("\n".join(f"{h} {k}: {e}" for (h, k), e in evidence.items()))
@@ -90,5 +103,6 @@ def test_faults_show_their_symptom_and_clear_back_to_the_fingerprint(lab_site, b
         assert not faults.active(host)
         for kind in kinds:
             assert faults.symptom(host, kind) is None, f"{host} still shows {kind}"
-    changes = {host: settled(host, before[host]) for host in plan}
+    changes = dict(zip(plan, pool.map(lambda h: settled(h, before[h]), plan), strict=True))
+    pool.shutdown()
     assert not any(changes.values()), f"clearing did not restore the fingerprints: {changes}"
