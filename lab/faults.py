@@ -232,7 +232,7 @@ def _crashloop_inject(ctx: Ctx) -> None:
             created.append(str(path.parent))
         # An ExecStart that exits at once, as a bad hand edit on a site would leave it.
         path.write_text("[Service]\nExecStart=\nExecStart=/bin/sh -c "
-                        "'echo \"ems: refusing to start (lab fault unit-crashloop)\" >&2; exit 2'"
+                        "'echo \"refusing to start (lab fault unit-crashloop)\" >&2; exit 2'"
                         "\n")
         os.chmod(path, 0o644)
     ctx.record["created_dirs"] = created
