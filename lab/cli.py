@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from lab import manager
+from lab import config, manager
+from lab.errors import LabError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +30,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           description="emsops lab ssh HOST [-- CMD...]")
     ssh.add_argument("host")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run (after --)")
+    fp = lsub.add_parser("fingerprint", help="print a host's fingerprint (files and units) as JSON",
+                         description="Every file of the host's own disk layer (path, type, mode, "
+                                     "owner, sha256 or link target) and every unit's state. With "
+                                     "--diff FILE, print what changed since that fingerprint "
+                                     "instead; exit status 1 when anything did.")
+    fp.add_argument("host")
+    fp.add_argument("--diff", metavar="FILE", type=Path,
+                    help="a fingerprint saved earlier by this command")
+    fault = lsub.add_parser(
+        "fault", help="inject a real fault into a host, list the kinds, or clear a host's",
+        description="emsops lab fault HOST KIND | --list | --clear HOST. What a fault changes is "
+                    "recorded in the lab's state dir; --clear puts it back (newest first) and "
+                    "restarts what ran before. Several faults may be on one host at once.")
+    fault.add_argument("host", nargs="?")
+    fault.add_argument("kind", nargs="?")
+    mode = fault.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true", help="list the fault kinds")
+    mode.add_argument("--clear", action="store_true", help="clear every fault of HOST")
     lab.set_defaults(func=run)
 
 
@@ -46,4 +67,51 @@ def run(args: argparse.Namespace) -> int:
     elif args.lab_command == "ssh":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         manager.ssh(args.host, cmd)
+    elif args.lab_command == "fingerprint":
+        return _fingerprint(args)
+    elif args.lab_command == "fault":
+        return _fault(args)
     return 0
+
+
+def _fault(args: argparse.Namespace) -> int:
+    from lab import faults
+
+    if args.list:
+        if args.host or args.kind:
+            raise LabError("--list takes no host or kind")
+        for k in faults.KINDS.values():
+            where = ",".join(k.groups) or "any host"
+            print(f"{k.name:<21} {where:<36} {k.does}")
+        return 0
+    if args.clear:
+        if not args.host or args.kind:
+            raise LabError("usage: emsops lab fault --clear HOST")
+        config.host_spec(args.host)
+        cleared = faults.clear(args.host)
+        print(f"{args.host}: cleared {', '.join(cleared)}" if cleared
+              else f"{args.host}: no fault to clear")
+        return 0
+    if not args.host or not args.kind:
+        raise LabError("usage: emsops lab fault HOST KIND (see --list)")
+    config.host_spec(args.host)
+    faults.kind(args.kind)
+    faults.inject(args.host, args.kind)
+    print(f"{args.host}: {args.kind} injected ({faults.KINDS[args.kind].does})")
+    return 0
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    from lab import fingerprint
+
+    config.host_spec(args.host)  # an unknown host is an error before anything runs
+    if args.diff is None:
+        print(fingerprint.dumps(fingerprint.fingerprint(args.host)))
+        return 0
+    try:
+        before = json.loads(args.diff.read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read fingerprint {args.diff}: {exc}") from None
+    changes = fingerprint.diff(before, fingerprint.fingerprint(args.host))
+    print("\n".join(changes) if changes else f"{args.host}: no change")
+    return 1 if changes else 0

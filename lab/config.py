@@ -20,6 +20,11 @@ class HostSpec:
 BRIDGE = os.environ.get("EMSOPS_LAB_BRIDGE", "emslab0")
 SUBNET_PREFIX = os.environ.get("EMSOPS_LAB_SUBNET", "10.231.0")
 BRIDGE_ADDRESS = f"{SUBNET_PREFIX}.1"
+# A second subnet on the same bridge, with a controller address in it, for network changes
+# (a host moved to another LAN). By default the first one's third number + 100.
+_a, _b, _c = SUBNET_PREFIX.split(".")
+SUBNET2_PREFIX = os.environ.get("EMSOPS_LAB_SUBNET2", f"{_a}.{_b}.{int(_c) + 100}")
+BRIDGE_ADDRESS2 = f"{SUBNET2_PREFIX}.1"
 # nspawn names each host's veth "vb-<machine>": a second lab needs machine names of its own.
 MACHINE_PREFIX = "" if BRIDGE == "emslab0" else BRIDGE.removeprefix("emslab") + "-"
 PREFIX_LEN = 24

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lab import config, image, mirror, network
+from lab import config, faults, image, mirror, network
 from lab.hosts import (
     Host,
     all_hosts,
@@ -51,9 +51,11 @@ def down(purge: bool = False, log=print) -> None:
 
     With purge, the hosts' disks go too (the cached base image stays)."""
     _preflight()
+    faults.remove_conflicts()
     for h in all_hosts():
         h.stop()
         if purge:
+            faults.forget(h.spec.name)
             h.discard_disk()
             shutil.rmtree(h.dir, ignore_errors=True)
     for cgroup in lab_cgroups():
@@ -70,6 +72,7 @@ def wipe(name: str, log=print) -> None:
     base = image.ensure_image(log)
     h.stop()
     h.discard_disk()
+    faults.forget(name, disk_only=True)
     network.ensure_bridge()
     ensure_client_key()
     h.mount(base)

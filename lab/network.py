@@ -20,7 +20,8 @@ def bridge_exists() -> bool:
 
 def check_subnet_free() -> None:
     """Refuse to start when another interface already uses the lab's subnet."""
-    lab_net = ipaddress.ip_network(f"{config.BRIDGE_ADDRESS}/{config.PREFIX_LEN}", strict=False)
+    lab_nets = [ipaddress.ip_network(f"{a}/{config.PREFIX_LEN}", strict=False)
+                for a in (config.BRIDGE_ADDRESS, config.BRIDGE_ADDRESS2)]
     for link in _links():
         if link["ifname"] == config.BRIDGE:
             continue
@@ -28,10 +29,11 @@ def check_subnet_free() -> None:
             if addr.get("family") != "inet":
                 continue
             net = ipaddress.ip_network(f"{addr['local']}/{addr['prefixlen']}", strict=False)
-            if net.overlaps(lab_net):
+            for lab_net in (n for n in lab_nets if net.overlaps(n)):
                 raise LabError(
                     f"the lab subnet {lab_net} is taken by {link['ifname']} ({addr['local']}/"
-                    f"{addr['prefixlen']}); choose another with EMSOPS_LAB_SUBNET=10.x.y")
+                    f"{addr['prefixlen']}); choose another with EMSOPS_LAB_SUBNET=10.x.y "
+                    "(and EMSOPS_LAB_SUBNET2)")
 
 
 def ensure_bridge() -> None:
@@ -39,9 +41,9 @@ def ensure_bridge() -> None:
         check_subnet_free()
         run(["ip", "link", "add", config.BRIDGE, "type", "bridge"])
     addrs = run(["ip", "-j", "addr", "show", "dev", config.BRIDGE]).stdout
-    if f'"{config.BRIDGE_ADDRESS}"' not in addrs:
-        run(["ip", "addr", "add", f"{config.BRIDGE_ADDRESS}/{config.PREFIX_LEN}",
-             "dev", config.BRIDGE])
+    for address in (config.BRIDGE_ADDRESS, config.BRIDGE_ADDRESS2):
+        if f'"{address}"' not in addrs:
+            run(["ip", "addr", "add", f"{address}/{config.PREFIX_LEN}", "dev", config.BRIDGE])
     run(["ip", "link", "set", config.BRIDGE, "up"])
 
 

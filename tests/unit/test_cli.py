@@ -22,7 +22,7 @@ def emsops(*args: str, env: dict | None = None, user: str | None = None):
 @pytest.mark.parametrize("args", [[], ["lab"], ["lab", "up"], ["lab", "down"], ["lab", "status"],
                                   ["lab", "wipe"], ["lab", "ssh"], ["verify"], ["serve"],
                                   ["token"], ["token", "create"], ["token", "list"],
-                                  ["token", "revoke"]])
+                                  ["token", "revoke"], ["lab", "fingerprint"], ["lab", "fault"]])
 def test_every_subcommand_has_help(args):
     proc = emsops(*args, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -69,3 +69,35 @@ def test_lab_wipe_of_an_unknown_host_names_the_real_ones(tmp_path):
     if os.geteuid() == 0:
         assert "unknown lab host 'ems-nope'" in proc.stderr and "ems-gw1" in proc.stderr
     assert not (tmp_path / "lab").exists()
+
+
+def test_lab_fault_list_names_every_kind_without_touching_the_lab(tmp_path):
+    from lab.faults import KINDS
+
+    env = dict(os.environ, EMSOPS_LAB_DIR=str(tmp_path / "lab"))
+    proc = emsops("lab", "fault", "--list", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == list(KINDS)
+    assert not (tmp_path / "lab").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["ems-app", "no-such-kind"], "unknown fault kind 'no-such-kind'"),
+    (["ems-nope", "unit-stopped"], "unknown lab host 'ems-nope'"),
+    (["ems-app"], "usage: emsops lab fault HOST KIND"),
+    (["--clear"], "usage: emsops lab fault --clear HOST"),
+    (["--list", "ems-app"], "--list takes no host or kind"),
+])
+def test_lab_fault_refuses_bad_input_and_changes_nothing(tmp_path, args, message):
+    env = dict(os.environ, EMSOPS_LAB_DIR=str(tmp_path / "lab"))
+    proc = emsops("lab", "fault", *args, env=env)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not (tmp_path / "lab").exists()
+
+
+def test_lab_fingerprint_of_an_unknown_host_fails_clearly(tmp_path):
+    env = dict(os.environ, EMSOPS_LAB_DIR=str(tmp_path / "lab"))
+    proc = emsops("lab", "fingerprint", "ems-nope", env=env)
+    assert proc.returncode == 2
+    assert "unknown lab host 'ems-nope'" in proc.stderr

@@ -38,3 +38,10 @@ def test_image_cache_key_follows_the_recipe(monkeypatch):
     before = config.image_key()
     monkeypatch.setattr(config, "BASE_PACKAGES", (*config.BASE_PACKAGES, "curl"))
     assert config.image_key() != before
+
+
+def test_the_second_subnet_is_another_one_with_a_controller_address():
+    first = ipaddress.ip_network(f"{config.BRIDGE_ADDRESS}/{config.PREFIX_LEN}", strict=False)
+    second = ipaddress.ip_network(f"{config.BRIDGE_ADDRESS2}/{config.PREFIX_LEN}", strict=False)
+    assert not first.overlaps(second)
+    assert f"{config.SUBNET2_PREFIX}.1" == config.BRIDGE_ADDRESS2
