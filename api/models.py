@@ -38,7 +38,7 @@ class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# --- per-service parameters (reach the playbook as role inputs, see ROLE_INPUTS; marked unsafe) 
+# --- per-service parameters (reach the playbook as role inputs, see ROLE_INPUTS; marked unsafe)
 
 
 class NoParameters(Input):
