@@ -476,8 +476,11 @@ class JobRunner:
             reason = "timed out" if status == "timeout" else f"playbook {status} (rc={rc})"
             return {**final, "state": st.FAILED, "verdict": False, "error": reason}
         if job["service"] in SELF_VERIFYING:
-            verification = {"ok": bool(final["set_stats"].get(job["service"], {}).get("ok")),
-                            "by": "playbook", "hosts": {}}
+            verification = {
+                "ok": bool(final["set_stats"].get(job["service"], {}).get("ok")),
+                "by": "playbook",
+                "hosts": {},
+            }
         else:
             verification = self._verify(Path(job["inventory"]), ",".join(job["hosts"]))
         verdict = bool(verification.get("ok"))
@@ -487,8 +490,14 @@ class JobRunner:
             "verification": verification,
             "verdict": verdict,
             "state": st.SUCCEEDED if verdict else st.FAILED,
-            "error": None if verdict else "verification failed on: " + (", ".join(failing) or "?"),
+            "error": None if verdict else self._failed_verification(verification, failing),
         }
+
+    @staticmethod
+    def _failed_verification(verification: dict, failing: list[str]) -> str:
+        if verification.get("by") == "playbook":
+            return "the playbook's own verification did not pass (its set_stats say so)"
+        return "verification failed on: " + (", ".join(failing) or "?")
 
     def _verify(self, inventory: Path, limit: str) -> dict:
         try:
