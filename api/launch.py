@@ -44,10 +44,12 @@ class _NoWebhooks:
         pass
 
 
-def hand_run_command(inventory: Path, playbook: str, *args: str) -> list[str]:
-    """The `ansible-playbook` command line of an engineer's hand run (tests, the bench baseline)."""
-    return [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-            f"playbooks/{playbook}", *args]
+def hand_run_command(inventory: Path, playbook: str | Path, *args: str) -> list[str]:
+    """The `ansible-playbook` command line of an engineer's hand run (tests, the bench baseline):
+    a catalog playbook by its file name (`site.yml`), or the engineer's own playbook by path."""
+    book = str(playbook) if isinstance(playbook, Path) else f"playbooks/{playbook}"
+    return [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), book,
+            *args]
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
