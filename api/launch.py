@@ -117,8 +117,16 @@ def run_job(
         except ApiError as exc:
             raise LaunchError(f"{exc.message}: {exc.detail}") from None
         runner = JobRunner(settings=settings, store=store, verifier=verifier or default_verifier,
-                           notifier=_NoWebhooks(), metrics=Metrics(), on_event=on_event)
-        runner.run_now(job["id"])
+                           notifier=_NoWebhooks(), metrics=Metrics(), on_event=on_event,
+                           webhooks=False)
+        try:
+            runner.run_now(job["id"])
+        except KeyboardInterrupt:
+            # The runner's own cleanup ran (its playbook killed, its folder cleaned): free the
+            # hosts too, or they stay held by a job nobody runs.
+            store.finish_job(job["id"], state=st.INTERRUPTED, webhook=False,
+                             error="interrupted at the command line")
+            raise
         return store.get_job(job["id"])
     finally:
         store.close()

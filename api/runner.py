@@ -244,10 +244,12 @@ class JobRunner:
         notifier: Notifier,
         metrics: Metrics,
         on_event: Callable[[dict], None] | None = None,
+        webhooks: bool = True,
     ) -> None:
         self._settings, self._store, self._verifier = settings, store, verifier
         self._notifier, self._metrics = notifier, metrics
         self._on_event = on_event  # sees each redacted event (the command line's progress)
+        self._webhooks = webhooks  # False: the jobs' ends queue no webhook (api.launch)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="emsops-job"
         )
@@ -317,15 +319,18 @@ class JobRunner:
             self._run(job_id)
         except RunError as exc:
             log.error("job %s failed before its playbook ran: %s", job_id, exc)
-            self._store.finish_job(job_id, state=st.FAILED, error=str(exc))
+            self._finish(job_id, state=st.FAILED, error=str(exc))
         except Exception:
             log.exception("job %s failed in the runner", job_id)
-            self._store.finish_job(job_id, state=st.FAILED, error="internal error in the runner")
+            self._finish(job_id, state=st.FAILED, error="internal error in the runner")
         finally:
             with self._cancel_lock:
                 self._cancel.pop(job_id, None)
             # However the job ended, finishing it queued its webhook: have it sent now.
             self._notifier.notify(job_id)
+
+    def _finish(self, job_id: str, **fields: Any) -> None:
+        self._store.finish_job(job_id, webhook=self._webhooks, **fields)
 
     def _run(self, job_id: str) -> None:
         if self._stopping.is_set():
@@ -342,7 +347,7 @@ class JobRunner:
             final = self._execute(job)
         finally:
             self._metrics.jobs_running.dec()
-        self._store.finish_job(job_id, **final)
+        self._finish(job_id, **final)
         self._metrics.jobs_finished.labels(job["service"], final["state"]).inc()
         self._metrics.job_seconds.labels(job["service"]).observe(time.monotonic() - started)
 

@@ -81,6 +81,12 @@ def test_a_cli_job_is_in_the_store_with_its_events_verdict_and_role_inputs(
     assert verifier.calls == [(inventory.resolve(), "app1")]
     assert events and events[-1]["event"] == "playbook_on_stats"
     assert any(e["task"] == "Report the result" for e in events)
+    store = Store.from_settings(settings)
+    try:
+        assert store.webhook(job["id"]) is None  # no ticket system hears of it
+        assert store.held_hosts() == []
+    finally:
+        store.close()
 
 
 def test_the_cli_refuses_bad_parameters_and_unknown_hosts_and_runs_nothing(cli_project):
@@ -138,3 +144,21 @@ def test_emsops_drill_is_a_job_through_the_runner_with_its_report(cli_project, t
     assert events
     assert "standby" in (folder / "ansible.log").read_text()
     assert json.loads((folder / "report.json").read_text())["job_id"] == stored["id"]
+
+
+def test_a_cli_run_is_refused_on_a_host_another_job_holds(cli_project):
+    settings, inventory = cli_project
+    settings.data_dir.mkdir(parents=True)
+    store = Store.from_settings(settings)
+    try:
+        store.put_customer(customer_id="c1", name="c1", webhook_url=None)
+        decision_id = store.add_decision(ticket_id="T-9", customer_id="c1", service="inspect",
+                                         request={}, decision={}, caller="t")
+        holder, _ = store.create_job(
+            ticket_id="T-9", customer_id="c1", service="inspect", limit_pattern="app1",
+            inventory=str(inventory.resolve()), hosts=["app1"], parameters={},
+            fingerprint="f", decision_id=decision_id, decision={}, created_by="t")
+    finally:
+        store.close()
+    with pytest.raises(launch.LaunchError, match=f"held by another job.*{holder['id']}"):
+        launch.run_job("inspect", inventory, limit="app1", settings=settings)
