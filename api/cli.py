@@ -1,4 +1,4 @@
-"""The `emsops` command line: lab, verify, serve, token, drill, inspect."""
+"""The `emsops` command line: lab, verify, serve, token, run, drill, inspect."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from api import drill, verify
+    from api import drill, launch, verify
     from lab import cli as lab_cli
 
     parser = argparse.ArgumentParser(
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lab_cli.add_parser(sub)
     verify.add_parser(sub)
+    launch.add_parser(sub)
     drill.add_parser(sub)
     _add_inspect_parser(sub)
     _add_service_parsers(sub)

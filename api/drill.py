@@ -1,4 +1,5 @@
-"""`emsops drill`: run playbooks/drill.yml against a site and keep its report (JSON + HTML).
+"""`emsops drill`: run playbooks/drill.yml against a site as a job (api.launch) and keep its
+report (JSON + HTML).
 
 Reports live in <EMSOPS_DATA_DIR>/reports/drills/<id>/ with an index page of past drills.
 RTO is the time from the drill's start until the restored site was verified healthy; RPO is the
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from api.runner import Verifier
+from api.settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -111,23 +112,22 @@ def write_index(reports_dir: Path) -> Path:
     return index
 
 
-def run_drill(inventory: Path, reports_dir: Path, rpo_warn_s: float,
-              extra_args: list[str] | None = None) -> tuple[dict, Path]:
-    bin_dir = Path(sys.executable).parent
-    repo = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory(prefix="emsops-drill-") as tmp:
-        result_file = Path(tmp) / "result.json"
-        cmd = [str(bin_dir / "ansible-playbook"), "-i", str(inventory), "playbooks/drill.yml",
-               "-e", f"drill_result_file={result_file}", *(extra_args or [])]
-        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
-                   ANSIBLE_FORCE_COLOR="0")
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True,
-                              check=False)
-        result = json.loads(result_file.read_text()) if result_file.exists() else None
-    report = build_report(result, rc=proc.returncode, rpo_warn_s=rpo_warn_s,
-                          log_tail=proc.stdout[-3000:] + proc.stderr[-1000:])
+def run_drill(inventory: Path, reports_dir: Path, rpo_warn_s: float, *,
+              settings: Settings | None = None, verifier: Verifier | None = None,
+              on_event: Callable[[dict], None] | None = None) -> tuple[dict, Path]:
+    """Run the drill as a job through the launcher and write its report from the job's result
+    (the playbook's `drill` set_stats) and its redacted output."""
+    from api.launch import run_job, stdout_of
+
+    job = run_job("drill", inventory, limit="standby", settings=settings, verifier=verifier,
+                  on_event=on_event)
+    log_text = stdout_of(job, settings)
+    rc = job["rc"] if job["rc"] is not None else 1
+    report = build_report((job["set_stats"] or {}).get("drill"), rc=rc, rpo_warn_s=rpo_warn_s,
+                          log_tail=log_text[-3000:] + (job["error"] or ""))
+    report["job_id"] = job["id"]
     folder = write_report(reports_dir, report, inventory)
-    (folder / "ansible.log").write_text(proc.stdout + proc.stderr)
+    (folder / "ansible.log").write_text(log_text)
     return report, folder
 
 
@@ -146,12 +146,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cli(args: argparse.Namespace) -> int:
     from api.cli import CliError
+    from api.launch import LaunchError
     from api.settings import get_settings
 
     if not args.inventory.is_file():
         raise CliError(f"inventory {args.inventory} does not exist")
     reports_dir = get_settings().data_dir / "reports" / "drills"
-    report, folder = run_drill(args.inventory.resolve(), reports_dir, args.rpo_warn_s)
+    try:
+        report, folder = run_drill(args.inventory.resolve(), reports_dir, args.rpo_warn_s)
+    except LaunchError as exc:
+        raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps({**report, "report_dir": str(folder)}, indent=2))
     else:

@@ -38,7 +38,7 @@ class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# --- per-service parameters (reach the playbook as emsops_job.parameters, marked unsafe) --------
+# --- per-service parameters (reach the playbook as role inputs, see ROLE_INPUTS; marked unsafe)
 
 
 class NoParameters(Input):
@@ -69,6 +69,31 @@ class UpgradeParameters(Input):
     modules: list[Module] | None = Field(
         default=None, max_length=32, description="modules to run; default: the licensed ones"
     )
+
+
+# --- the one naming rule: API parameter -> role-prefixed input of the service's role ----------
+# The runner writes each given parameter under its role input's name as an unsafe extra var
+# (beside `emsops_job`); the command line uses the same names. docs/api.md lists them.
+ROLE_INPUTS: dict[str, dict[str, str]] = {
+    "restore": {"reason": "system_restore_reason"},
+    "repair_network": {"issue": "network_repair_issue"},
+    "troubleshoot_data": {
+        "symptom": "data_troubleshoot_symptom",
+        "meters": "data_troubleshoot_meters",
+    },
+    "reinstall": {"snapshot": "reinstall_snapshot"},
+    "upgrade": {
+        "target_version": "patch_upgrade_target_version",
+        "modules": "patch_upgrade_modules",
+    },
+}
+
+
+def role_inputs(service: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The role inputs of a job's parameters; a parameter left unset (None) keeps the role's
+    default."""
+    names = ROLE_INPUTS.get(service, {})
+    return {names[k]: v for k, v in parameters.items() if v is not None}
 
 
 class _JobBase(Input):

@@ -29,6 +29,7 @@ from api import store as st
 from api.environment import confine, run_environment
 from api.inventory import Redactor, vault_secrets
 from api.metrics import Metrics
+from api.models import role_inputs
 from api.settings import Settings
 from api.store import Store
 from api.webhooks import Notifier
@@ -42,6 +43,9 @@ KEPT_ARTIFACTS = ("rc", "status", "stdout", "stderr")
 # asks the cancel callback at least once a second, which also flushes a quiet run's events).
 FLUSH_EVENTS = 64
 FLUSH_S = 0.5
+# Playbooks that verify what they did themselves and say so in their set_stats (`<service>.ok`):
+# the drill's layered checks on standby, which no testinfra suite describes.
+SELF_VERIFYING = frozenset({"drill"})
 
 
 def default_verifier(inventory: Path, limit: str | None) -> dict:
@@ -165,9 +169,10 @@ class _RunCallbacks:
         redactor: Redactor,
         cancel: threading.Event,
         stopping: threading.Event,
+        on_event: Callable[[dict], None] | None = None,
     ) -> None:
         self.job_id, self.store, self.redactor = job_id, store, redactor
-        self.cancel, self.stopping = cancel, stopping
+        self.cancel, self.stopping, self.on_event = cancel, stopping, on_event
         self.stats: dict[str, Any] | None = None
         self.status: str | None = None
         self._pending: list[dict[str, Any]] = []
@@ -196,6 +201,8 @@ class _RunCallbacks:
                 }
             )
             self._flush_if_due()
+        if self.on_event is not None:
+            self.on_event(data)
         return True
 
     def flush(self) -> None:
@@ -236,9 +243,13 @@ class JobRunner:
         verifier: Verifier,
         notifier: Notifier,
         metrics: Metrics,
+        on_event: Callable[[dict], None] | None = None,
+        webhooks: bool = True,
     ) -> None:
         self._settings, self._store, self._verifier = settings, store, verifier
         self._notifier, self._metrics = notifier, metrics
+        self._on_event = on_event  # sees each redacted event (the command line's progress)
+        self._webhooks = webhooks  # False: the jobs' ends queue no webhook (api.launch)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="emsops-job"
         )
@@ -280,6 +291,12 @@ class JobRunner:
             self._cancel.setdefault(job_id, threading.Event())
         self._pool.submit(self._run_logged, job_id)
 
+    def run_now(self, job_id: str) -> None:
+        """Run a queued job in the calling thread, as a worker would (api.launch)."""
+        with self._cancel_lock:
+            self._cancel.setdefault(job_id, threading.Event())
+        self._run_logged(job_id)
+
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued job at once; ask a running one to stop (its worker records it)."""
         if self._store.finish_job(
@@ -302,15 +319,18 @@ class JobRunner:
             self._run(job_id)
         except RunError as exc:
             log.error("job %s failed before its playbook ran: %s", job_id, exc)
-            self._store.finish_job(job_id, state=st.FAILED, error=str(exc))
+            self._finish(job_id, state=st.FAILED, error=str(exc))
         except Exception:
             log.exception("job %s failed in the runner", job_id)
-            self._store.finish_job(job_id, state=st.FAILED, error="internal error in the runner")
+            self._finish(job_id, state=st.FAILED, error="internal error in the runner")
         finally:
             with self._cancel_lock:
                 self._cancel.pop(job_id, None)
             # However the job ended, finishing it queued its webhook: have it sent now.
             self._notifier.notify(job_id)
+
+    def _finish(self, job_id: str, **fields: Any) -> None:
+        self._store.finish_job(job_id, webhook=self._webhooks, **fields)
 
     def _run(self, job_id: str) -> None:
         if self._stopping.is_set():
@@ -327,7 +347,7 @@ class JobRunner:
             final = self._execute(job)
         finally:
             self._metrics.jobs_running.dec()
-        self._store.finish_job(job_id, **final)
+        self._finish(job_id, **final)
         self._metrics.jobs_finished.labels(job["service"], final["state"]).inc()
         self._metrics.job_seconds.labels(job["service"]).observe(time.monotonic() - started)
 
@@ -349,7 +369,15 @@ class JobRunner:
             vars_file = private / "emsops-vars.yml"
             write_private(
                 vars_file,
-                yaml.dump({"emsops_job": _mark_unsafe(self._job_vars(job))}, Dumper=_VarsDumper),
+                yaml.dump(
+                    _mark_unsafe(
+                        {
+                            "emsops_job": self._job_vars(job),
+                            **role_inputs(job["service"], job["parameters"]),
+                        }
+                    ),
+                    Dumper=_VarsDumper,
+                ),
             )
             (private / "env").mkdir(mode=0o700)
             # Read by ansible-runner even with env files suppressed: how often it checks cancel.
@@ -366,6 +394,7 @@ class JobRunner:
                 redactor=redactor,
                 cancel=cancel,
                 stopping=self._stopping,
+                on_event=self._on_event,
             )
             try:
                 runner = ansible_runner.interface.init_runner(
@@ -426,7 +455,7 @@ class JobRunner:
 
     @staticmethod
     def _job_vars(job: dict) -> dict[str, Any]:
-        """The one variable the catalog playbooks read: `emsops_job` (see docs/api.md)."""
+        """The job as the playbooks see it, beside the role inputs of its parameters."""
         return {
             "id": job["id"],
             "ticket_id": job["ticket_id"],
@@ -451,7 +480,14 @@ class JobRunner:
         if status != "successful" or rc != 0:
             reason = "timed out" if status == "timeout" else f"playbook {status} (rc={rc})"
             return {**final, "state": st.FAILED, "verdict": False, "error": reason}
-        verification = self._verify(Path(job["inventory"]), ",".join(job["hosts"]))
+        if job["service"] in SELF_VERIFYING:
+            verification = {
+                "ok": bool(final["set_stats"].get(job["service"], {}).get("ok")),
+                "by": "playbook",
+                "hosts": {},
+            }
+        else:
+            verification = self._verify(Path(job["inventory"]), ",".join(job["hosts"]))
         verdict = bool(verification.get("ok"))
         failing = sorted(h for h, r in (verification.get("hosts") or {}).items() if not r.get("ok"))
         return {
@@ -459,8 +495,14 @@ class JobRunner:
             "verification": verification,
             "verdict": verdict,
             "state": st.SUCCEEDED if verdict else st.FAILED,
-            "error": None if verdict else "verification failed on: " + (", ".join(failing) or "?"),
+            "error": None if verdict else self._failed_verification(verification, failing),
         }
+
+    @staticmethod
+    def _failed_verification(verification: dict, failing: list[str]) -> str:
+        if verification.get("by") == "playbook":
+            return "the playbook's own verification did not pass (its set_stats say so)"
+        return "verification failed on: " + (", ".join(failing) or "?")
 
     def _verify(self, inventory: Path, limit: str) -> dict:
         try:

@@ -610,11 +610,18 @@ class Store:
             return tx.run(sql, params).rowcount == 1
 
     def finish_job(
-        self, job_id: str, *, state: str, only_if_state: str | None = None, **fields: Any
+        self,
+        job_id: str,
+        *,
+        state: str,
+        only_if_state: str | None = None,
+        webhook: bool = True,
+        **fields: Any,
     ) -> bool:
         """Record a terminal state and release the job's host locks in one transaction.
 
-        With `only_if_state`, nothing happens unless the job is still in that state.
+        With `only_if_state`, nothing happens unless the job is still in that state. Without
+        `webhook` no completion webhook is queued (command-line jobs tell no ticket system).
         """
         assert state in TERMINAL
         fields = {"state": state, "finished_at": now(), **fields}
@@ -628,7 +635,8 @@ class Store:
             if tx.run(f"UPDATE jobs SET {assignments} WHERE id = ?{guard}", params).rowcount != 1:
                 return False
             tx.run("DELETE FROM host_locks WHERE job_id = ?", (job_id,))
-            _enqueue_webhook(tx, job_id)
+            if webhook:
+                _enqueue_webhook(tx, job_id)
             return True
 
     def held_hosts(self) -> list[dict]:

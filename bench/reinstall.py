@@ -7,7 +7,8 @@ playbooks/site.yml. It wipes ems-db. Steps:
 1. fill `readings` up to --readings rows (past timestamps, one INSERT ... SELECT), back ems-db up
    with playbooks/backup.yml and take the newest db snapshot;
 2. wipe ems-db and time playbooks/reinstall.yml on it, its testinfra verification included
-   (RTO = until verified); the per-task times come from ansible's junit callback;
+   (RTO = until verified); the per-task times come from the job's stored events.
+Every playbook runs as a job through the one launcher (api.launch), as the API would run it.
 3. on the reinstalled host, time alone what no reinstall can skip, for the same snapshot: the
    restic restore of the dump, `pg_restore` of it into an empty scratch database (as the role
    does it) and a start of the PostgreSQL cluster until it accepts connections.
@@ -23,16 +24,16 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from api.launch import run_job, stdout_of
+from api.settings import get_settings
+from api.store import Store
 from lab import config, manager
 from lab.hosts import ssh_base_args
 
 REPO = config.REPO_ROOT
-BIN = Path(sys.executable).parent
 DB_HOST = "ems-db"
 METERS = 8  # m01..m08, the reference site's meters
 GATEWAY = "ems-gw1"  # the lab's gateway, as in the live rows
@@ -89,22 +90,15 @@ def psql(sql: str, db: str = DB_NAME) -> str:
     ).strip()
 
 
-def playbook(inventory: Path, name: str, *args: str, env: dict | None = None) -> float:
-    command = [str(BIN / "ansible-playbook"), "-i", str(inventory), f"playbooks/{name}", *args]
-    environ = dict(
-        os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0", **(env or {})
-    )
+def playbook(inventory: Path, service: str, limit: str) -> tuple[float, dict]:
+    """Run a catalog service as a job through the one launcher (api.launch), verified; returns
+    its wall time (until verified) and the job."""
     started = time.perf_counter()
-    proc = subprocess.run(
-        command, cwd=REPO, env=environ, capture_output=True, text=True, check=False
-    )
+    job = run_job(service, inventory, limit=limit)
     elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(
-            f"{name} {' '.join(args)} failed (rc {proc.returncode}):\n"
-            f"{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
-        )
-    return elapsed
+    if job["state"] != "succeeded":
+        raise SystemExit(f"{service} -l {limit} failed: {job['error']}\n{stdout_of(job)[-6000:]}")
+    return elapsed, job
 
 
 def newest_db_snapshot() -> str:
@@ -118,7 +112,7 @@ def seed_and_back_up(inventory: Path, readings: int) -> dict:
     total = int(psql("SELECT count(*) FROM readings"))
     if total < readings:
         raise SystemExit(f"the database holds {total} readings after seeding, wanted {readings}")
-    playbook(inventory, "backup.yml", "-l", "ems_db")
+    playbook(inventory, "backup", "ems_db")
     manifest = json.loads(on_db(f"cat {DUMP_DIR}/manifest.json"))
     return {
         "snapshot": newest_db_snapshot(),
@@ -127,16 +121,24 @@ def seed_and_back_up(inventory: Path, readings: int) -> dict:
     }
 
 
-def task_times(junit_dir: Path) -> list[dict]:
-    """The playbook's task runs (one per host and inclusion), slowest first, from junit."""
+def task_times(job: dict) -> list[dict]:
+    """The job's task runs (one per host and inclusion), slowest first, from its stored events."""
+    store = Store.from_settings(get_settings())
+    try:
+        events = store.events(job["id"], after=0, limit=1_000_000)
+    finally:
+        store.close()
     tasks = []
-    for report in junit_dir.glob("*.xml"):
-        for case in ET.parse(report).iter("testcase"):  # noqa: S314 - our own run wrote it
-            # name "[host] play: role : task", classname "REPO/roles/ROLE/tasks/FILE.yml:LINE"
-            where = case.get("classname", "").removeprefix(f"{REPO}/")
-            where = where.split("roles/", 1)[-1].replace("/tasks/", "/")
-            task = case.get("name", "").split(": ", 1)[-1]
-            tasks.append({"seconds": float(case.get("time", 0)), "task": task, "where": where})
+    for event in events:
+        data = event["data"].get("event_data") or {}
+        if not event["event"].startswith("runner_on_") or data.get("duration") is None:
+            continue
+        # task_path "REPO/roles/ROLE/tasks/FILE.yml:LINE" (or REPO/playbooks/NAME.yml:LINE)
+        where = (data.get("task_path") or "").removeprefix(f"{REPO}/")
+        where = where.split("roles/", 1)[-1].replace("/tasks/", "/")
+        tasks.append(
+            {"seconds": float(data["duration"]), "task": data.get("task", ""), "where": where}
+        )
     return sorted(tasks, key=lambda t: t["seconds"], reverse=True)
 
 
@@ -154,19 +156,8 @@ def by_role(tasks: list[dict]) -> dict[str, dict]:
 
 def reinstall(inventory: Path, snapshot: str, readings: int) -> tuple[float, list[dict]]:
     manager.wipe(DB_HOST, log=lambda _m: None)
-    with tempfile.TemporaryDirectory(prefix="emsops-bench-junit-") as junit:
-        rto = playbook(
-            inventory,
-            "reinstall.yml",
-            "-l",
-            DB_HOST,
-            env={
-                "ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.junit",
-                "JUNIT_OUTPUT_DIR": junit,
-                "JUNIT_HIDE_TASK_ARGUMENTS": "true",
-            },
-        )
-        tasks = task_times(Path(junit))
+    rto, job = playbook(inventory, "reinstall", DB_HOST)
+    tasks = task_times(job)
     # The role restored the newest db snapshot (naming it with -e reinstall_snapshot=ID fails
     # on ansible-core 2.19 in the role's snapshot check). A fresh "data not recoverable"
     # deployment exits 0 too: require our snapshot and its readings.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from api.launch import hand_run_command
 from lab import config
 from lab.hosts import host as lab_host
 from lab.hosts import ssh_base_args
@@ -27,10 +28,10 @@ RELEASES = REPO / "build" / "releases"
 
 def run_playbook(playbook: str, *args: str, check: bool = True,
                  inventory: Path | None = None) -> subprocess.CompletedProcess:
-    """Run a catalog playbook against the lab (or another inventory of its hosts), exactly as an
-    engineer would."""
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory or inventory_path()),
-           f"playbooks/{playbook}", *args]
+    """The engineer's hand run: `ansible-playbook` of a catalog playbook against the lab (or
+    another inventory of its hosts), as an engineer types it, a legitimate path of the product
+    beside the launcher's jobs (`emsops run`, the API). Its command line: api.launch."""
+    cmd = hand_run_command(inventory or inventory_path(), playbook, *args)
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from labkit import BIN, REPO, lab_ssh, layout, run_playbook, wait_until
 
+from api.launch import hand_run_command
 from lab import manager
 from lab.inventory import vault_password_file
 
@@ -293,7 +294,7 @@ def test_a_hand_run_and_an_api_job_never_work_on_one_host_at_once(api, tmp_path)
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}",
                ANSIBLE_ROLES_PATH=str(REPO / "roles"))
     by_hand = subprocess.Popen(
-        [str(BIN / "ansible-playbook"), "-i", str(api.inventory), str(hold)], cwd=REPO, env=env,
+        hand_run_command(api.inventory, hold), cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: "LOCKED" in (h := _lock_holder("ems-gw1")) and "by hand" in h, 60,

@@ -20,6 +20,9 @@ from labkit import (
     run_playbook,
 )
 
+from api.settings import Settings
+from api.store import Store
+
 pytestmark = pytest.mark.lab
 
 
@@ -51,6 +54,14 @@ def test_drill_passes_without_touching_production(backed_up, tmp_path):
     html = (folder / "report.html").read_text()
     assert "RTO" in html and "RPO" in html and "m01" in html
     assert report["id"] in (tmp_path / "reports" / "drills" / "index.html").read_text()
+    # It ran as a job through the one launcher: in the store with its events and verdict.
+    store = Store(sqlite_path=Settings(data_dir=tmp_path).sqlite_path)
+    try:
+        job = store.get_job(report["job_id"])
+        assert job["service"] == "drill" and job["state"] == "succeeded" and job["verdict"]
+        assert store.events(job["id"], limit=5)
+    finally:
+        store.close()
     # Only standby ran tasks (the backup server is reached by delegation for its key).
     log = (folder / "ansible.log").read_text()
     assert set(re.findall(r"^(\S+)\s+: ok=", log, re.M)) == {"standby"}
