@@ -5,6 +5,7 @@ down, so its failed run does not outlive the fault."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +14,7 @@ from labkit import emsops
 
 from lab import faults
 from lab.fingerprint import diff, fingerprint
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -44,12 +46,15 @@ def test_the_batches_cover_every_kind():
 
 def settled(host: str, before: dict, timeout_s: float = 30) -> list[str]:
     """The host's differences from `before` once they are gone, or the last ones seen."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        changes = diff(before, fingerprint(host))
-        if not changes or time.monotonic() > deadline:
-            return changes
-        time.sleep(1)
+    changes: list[str] = []
+
+    def gone() -> bool:
+        changes[:] = diff(before, fingerprint(host))
+        return not changes
+
+    with contextlib.suppress(AssertionError):  # the caller reports what is left
+        wait_for(gone, timeout_s, f"{host}'s fingerprint to settle")
+    return changes
 
 
 @pytest.mark.parametrize("batch", list(BATCHES))
@@ -70,12 +75,16 @@ def test_faults_show_their_symptom_and_clear_back_to_the_fingerprint(lab_site, b
                 faults.inject(host, kind)
 
     def symptoms(host: str) -> dict[str, str]:
-        seen, deadline = {}, time.monotonic() + 40
-        while len(seen) < len(plan[host]) and time.monotonic() < deadline:
+        seen: dict[str, str] = {}
+
+        def all_seen() -> bool:
             for kind in plan[host]:
                 if kind not in seen and (evidence := faults.symptom(host, kind)):
                     seen[kind] = evidence
-            time.sleep(0.5)
+            return len(seen) == len(plan[host])
+
+        with contextlib.suppress(AssertionError):  # the caller names the symptoms missing
+            wait_for(all_seen, 40, f"the symptoms on {host}")
         return seen
 
     try:
