@@ -155,7 +155,21 @@ def kill_processes_using(private: Path) -> list[int]:
             killed.append(pid)
         except (OSError, ProcessLookupError):
             continue  # gone meanwhile, or not ours to read
+    # Gone before the caller goes on (another job may take the hosts next): the run's locks on
+    # the hosts are released by their watchers once these processes have ended.
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return killed
+
+
+def _running(pid: int) -> bool:
+    """Running, not a zombie (whoever has to reap it: an orphan's is init)."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 class _RunCallbacks:

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -226,9 +225,9 @@ def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
 def test_killed_api_leaves_the_job_interrupted_and_the_host_free(api):
     status, job = api.call("POST", "/v1/jobs", api.engineer, _site_job("T-LAB-3"))
     assert status == 202, job
-    wait_until(lambda: api.job(api.engineer, job["id"])["state"] == "running", 60,
-               "the job to run", interval_s=0.3)
-    time.sleep(3)  # let the playbook reach the hosts
+    # Killed while its playbook works on the host (it holds the host's run lock).
+    wait_until(lambda: f"job {job['id']}" in _lock_holder("ems-app"), 120,
+               "the job to hold ems-app")
     api.kill()
     api.start()
     assert api.job(api.engineer, job["id"])["state"] == "interrupted"
