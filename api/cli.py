@@ -59,26 +59,25 @@ def _thresholds(pairs: list[str]) -> dict:
 
 def _inspect(args: argparse.Namespace) -> int:
     import json
-    from datetime import UTC, datetime
 
+    from api import launch
     from api.reports import inspection
     from api.settings import get_settings
 
-    if not args.inventory.is_file():
-        raise CliError(f"inventory {args.inventory} does not exist")
-    inventory = args.inventory.resolve()
-    started = datetime.now(UTC)
-    status, rc, stats = inspection.run_inspection(inventory, limit=args.limit,
-                                                  extravars=_thresholds(args.threshold))
+    # A job like any other (host locks, records, redaction), through the one launcher.
+    try:
+        job = launch.run_job("inspect", args.inventory, limit=args.limit or "all",
+                             parameters={"thresholds": _thresholds(args.threshold)})
+    except launch.LaunchError as exc:
+        raise CliError(str(exc)) from None
+    stats = job["set_stats"] or {}
     if not stats.get("inspection"):
-        raise CliError(f"the inspection playbook ended ({status}, rc {rc}) without results")
+        raise CliError(f"the inspection ended without results: {launch.summary(job)}")
     reports_dir = get_settings().data_dir / "reports" / "inspections"
-    site = inventory.parent.name
-    report_id = "cli-" + started.strftime("%Y%m%dT%H%M%SZ")
+    site = args.inventory.resolve().parent.name
     report = inspection.build_report(
-        stats, site=site, mode=args.mode, job_id=report_id,
-        started=started.isoformat(timespec="seconds"),
-        previous=inspection.previous_report(reports_dir, site, report_id))
+        stats, site=site, mode=args.mode, job_id=job["id"], started=job["started_at"],
+        previous=inspection.previous_report(reports_dir, site, job["id"]))
     folder = inspection.write_report(reports_dir, report)
     if args.json:
         print(json.dumps({**report, "report_dir": str(folder)}, indent=2))
@@ -91,7 +90,7 @@ def _inspect(args: argparse.Namespace) -> int:
         for host, severity, finding, evidence in inspection.summary_rows(report):
             print(f"  {host:<12} {severity:<6} {finding:<32} {evidence}")
         print(f"report: {folder / 'report.html'}")
-    return 1 if report["status"] == inspection.FAIL or rc != 0 else 0
+    return 1 if report["status"] == inspection.FAIL or job["state"] != "succeeded" else 0
 
 
 def _add_service_parsers(sub: argparse._SubParsersAction) -> None:

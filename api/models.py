@@ -6,10 +6,12 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from api.entitlements import LINE_RE, VERSION_RE, ContractState, Tier
 from api.inventory import LIMIT_RE
+from api.layout import ROLES
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 Version = Annotated[str, StringConstraints(pattern=VERSION_RE.pattern)]
@@ -45,6 +47,35 @@ class NoParameters(Input):
     pass
 
 
+def _numeric_inputs(role: str) -> dict[str, type]:
+    """A role's int and float inputs, from its argument spec (the one place they are declared)."""
+    spec = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
+    kinds = {"int": int, "float": float}
+    return {name: kinds[o["type"]] for name, o in spec["argument_specs"]["main"]["options"].items()
+            if o.get("type") in kinds}
+
+
+_THRESHOLDS = _numeric_inputs("inspection")
+
+
+def _thresholds(value: dict[str, int | float]) -> dict[str, int | float]:
+    for name, number in value.items():
+        kind = _THRESHOLDS.get(name)
+        if kind is None:
+            raise ValueError(f"{name!r} is not a threshold of role inspection (one of: "
+                             f"{', '.join(sorted(_THRESHOLDS))})")
+        if kind is int and not isinstance(number, int):
+            raise ValueError(f"{name} takes a whole number, not {number!r}")
+    return value
+
+
+class InspectParameters(Input):
+    thresholds: Annotated[dict[str, int | float], AfterValidator(_thresholds)] = Field(
+        default_factory=dict, max_length=64,
+        description="thresholds of role inspection for this run, by their input names "
+                    "(e.g. inspection_backup_warn_age_s); the others keep the inventory's")
+
+
 class RestoreParameters(Input):
     reason: Literal["fails_to_start", "abnormal_operation", "expansion"] = "abnormal_operation"
 
@@ -74,7 +105,10 @@ class UpgradeParameters(Input):
 # --- the one naming rule: API parameter -> role-prefixed input of the service's role ----------
 # The runner writes each given parameter under its role input's name as an unsafe extra var
 # (beside `emsops_job`); the command line uses the same names. docs/api.md lists them.
+# SPREAD: the parameter is a mapping of the role's own input names, each passed as it is.
+SPREAD = "*"
 ROLE_INPUTS: dict[str, dict[str, str]] = {
+    "inspect": {"thresholds": SPREAD},
     "restore": {"reason": "system_restore_reason"},
     "repair_network": {"issue": "network_repair_issue"},
     "troubleshoot_data": {
@@ -93,7 +127,15 @@ def role_inputs(service: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """The role inputs of a job's parameters; a parameter left unset (None) keeps the role's
     default."""
     names = ROLE_INPUTS.get(service, {})
-    return {names[k]: v for k, v in parameters.items() if v is not None}
+    inputs: dict[str, Any] = {}
+    for key, value in parameters.items():
+        if value is None:
+            continue
+        if names[key] == SPREAD:
+            inputs.update(value)
+        else:
+            inputs[names[key]] = value
+    return inputs
 
 
 class _JobBase(Input):
@@ -110,7 +152,7 @@ class _JobBase(Input):
 
 class InspectJob(_JobBase):
     service: Literal["inspect"]
-    parameters: NoParameters = Field(default_factory=NoParameters)
+    parameters: InspectParameters = Field(default_factory=InspectParameters)
 
 
 class RestoreJob(_JobBase):

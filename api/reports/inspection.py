@@ -155,34 +155,6 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
     return sorted(rows, key=lambda r: (-RANK[r[1]], r[0], r[2]))
 
 
-def run_inspection(inventory: Path, *, limit: str | None = None,
-                   extravars: dict[str, Any] | None = None) -> tuple[str, int, dict]:
-    """Run playbooks/inspect.yml through ansible-runner; (status, rc, set_stats)."""
-    import tempfile
-
-    import ansible_runner
-
-    from api.environment import confine, run_environment
-
-    repo = Path(__file__).resolve().parents[2]
-    stats: dict = {}
-
-    def on_event(event: dict) -> bool:
-        if event.get("event") == "playbook_on_stats":
-            stats.update((event.get("event_data") or {}).get("artifact_data") or {})
-        return True
-
-    with tempfile.TemporaryDirectory(prefix="emsops-inspect-") as private:
-        runner = ansible_runner.interface.init_runner(
-            private_data_dir=private, project_dir=str(repo), playbook="playbooks/inspect.yml",
-            inventory=str(inventory), limit=limit, extravars=extravars or {},
-            suppress_env_files=True, quiet=True, event_handler=on_event,
-            envvars=run_environment({}), cancel_callback=lambda: False)
-        runner.config.env = confine(runner.config.env)
-        runner.run()
-    return runner.status, runner.rc, stats
-
-
 # --- the API's reports: one per inspect job, rebuilt from the job's record and its sign-off ------
 
 def job_report(ctx: Any, job: dict) -> dict:

@@ -15,6 +15,7 @@ import pytest
 from labkit import address, emsops, inventory_path, lab_ssh, layout, run_playbook, wait_until
 
 from api.reports.inspection import SECTIONS
+from lab import faults
 from tests.support.report_html import ReportPage
 
 pytestmark = pytest.mark.lab
@@ -82,6 +83,7 @@ def test_each_injected_problem_shows_as_its_finding(site):
     aggregate = f"{lay['ems_layout_aggregate_unit']}.service"
     collector = layout("ems-gw1")["ems_layout_gateway_unit"]
     gw_address = address("ems-gw1")
+    state_dir = layout("ems-gw1")["ems_layout_state_dir"]
     try:
         # A meter offline, a failing aggregation, and (by threshold) backups too old: one run.
         meter_ctl("offline")
@@ -112,11 +114,14 @@ def test_each_injected_problem_shows_as_its_finding(site):
         assert {a["id"] for a in report["actions"]} >= {f"meter.{OFFLINE_METER}",
                                                         f"unit.{aggregate}", "backup.newest"}
 
-        # The collector stopped, and another host answering for the gateway's address.
-        lab_ssh("ems-gw1", f"systemctl stop {collector}")
-        lab_ssh("standby", f"ip addr add {gw_address}/32 dev host0")
+        # Through the lab's faults: the gateway's state folder full, its collector stopped,
+        # and another interface answering for its address.
+        for kind in ("disk-full", "unit-stopped", "ip-conflict"):
+            faults.inject("ems-gw1", kind)
         report = inspect("--limit", "ems-gw1")
         got = findings(report)
+        full = got[("ems-gw1", f"disk.{state_dir}")]
+        assert full["severity"] == "fail" and "100.0 % used" in full["evidence"], full
         unit = got[("ems-gw1", f"unit.{collector}")]
         assert unit["severity"] == "fail" and "inactive" in unit["evidence"], unit
         assert got[("ems-gw1", "gateway.status")]["severity"] == "fail"
@@ -124,7 +129,7 @@ def test_each_injected_problem_shows_as_its_finding(site):
         assert dup["severity"] == "fail" and dup["macs"], dup
         assert set(report["hosts"]) == {"ems-gw1"}
     finally:
-        lab_ssh("standby", f"ip addr del {gw_address}/32 dev host0", check=False)
+        faults.clear("ems-gw1")
         meter_ctl("normal")
         # A fresh collector: the failed reads leave its last-hour window with it.
         lab_ssh("ems-gw1", f"systemctl restart {collector}", check=False)
@@ -138,3 +143,4 @@ def test_each_injected_problem_shows_as_its_finding(site):
     assert repaired[("ems-gw1", f"unit.{collector}")]["severity"] == "ok"
     assert repaired[("ems-gw1", f"meter.{OFFLINE_METER}")]["severity"] == "ok"
     assert repaired[("ems-gw1", f"network.duplicate.{gw_address}")]["severity"] == "ok"
+    assert (("ems-gw1", f"disk.{state_dir}")) not in repaired  # its own disk again

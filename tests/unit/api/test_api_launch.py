@@ -111,8 +111,8 @@ def test_emsops_run_exits_nonzero_on_a_failed_job_and_prints_its_result(
     out = capsys.readouterr().out
     assert "disk still dead" in out and "(reinstall): failed" in out
     assert verifier.calls == []  # a failed playbook is not verified
-    assert cli.main(["run", "inspect", "-i", str(inventory), "-l", "app1", "--quiet"]) == 0
-    assert "(inspect): succeeded" in capsys.readouterr().out
+    assert cli.main(["run", "restore", "-i", str(inventory), "-l", "app1", "--quiet"]) == 0
+    assert "(restore): succeeded" in capsys.readouterr().out
     assert cli.main(["run", "restore", "-i", str(inventory), "-e", "reason"]) == 2
 
 

@@ -116,10 +116,22 @@ def test_failed_playbook_fails_without_verification(api, verifier):
 def test_failed_verification_fails_the_verdict(api, verifier):
     verifier.failing.add("db1")
     api.contract()
-    job = api.wait(post_job(api, "inspect", limit="ems_app,ems_db"))
+    api.guarantee("T-1", "restore")
+    job = api.wait(post_job(api, "restore", limit="ems_app,ems_db"))
     assert (job["state"], job["playbook_status"], job["verdict"]) == ("failed", "successful", 0)
     assert job["error"] == "verification failed on: db1"
     assert job["verification"]["hosts"]["db1"]["failures"] == ["fake failure"]
+
+
+def test_an_inspection_is_judged_by_its_report_not_by_the_host_suites(api, verifier):
+    # A broken site is what an inspection reports; the suites would fail the job for it.
+    verifier.failing.add("db1")
+    api.contract()
+    job = api.wait(post_job(api, "inspect", limit="ems_app,ems_db"))
+    assert (job["state"], job["verdict"]) == ("succeeded", 1), job
+    assert job["verification"]["by"] == "playbook"
+    assert set(job["set_stats"]["inspection"]) == {"app1", "db1"}
+    assert verifier.calls == []
 
 
 def test_restart_after_a_crash_recovers(make_api, queue_job):
