@@ -64,3 +64,25 @@ def test_role_inputs_skip_unset_parameters_and_refuse_unmapped_ones():
     with pytest.raises(KeyError):
         role_inputs("restore", {"unmapped": 1})
     assert models.ROLE_INPUTS is ROLE_INPUTS
+
+
+def test_inspection_thresholds_spread_as_the_role_inputs_they_name():
+    thresholds = {"inspection_backup_warn_age_s": 3600, "inspection_read_error_warn_pct": 0.5}
+    assert role_inputs("inspect", {"thresholds": thresholds}) == thresholds
+    spec = yaml.safe_load((REPO_ROOT / "roles/inspection/meta/argument_specs.yml").read_text())
+    assert set(thresholds) <= set(spec["argument_specs"]["main"]["options"])
+
+
+@pytest.mark.parametrize("thresholds", [
+    {"inspection_no_such_threshold": 1},  # not an input of the role
+    {"inspection_packages": 1},  # an input, but not a number
+    {"inspection_meter_offline_s": 1.5},  # an int input
+    {"reinstall_snapshot": 1},  # another role's
+])
+def test_an_inspection_threshold_the_role_does_not_take_is_refused(thresholds):
+    from pydantic import TypeAdapter, ValidationError
+
+    with pytest.raises(ValidationError, match="threshold|whole number"):
+        TypeAdapter(JobRequest).validate_python({
+            "service": "inspect", "ticket_id": "T-1", "customer_id": "acme",
+            "parameters": {"thresholds": thresholds}})
