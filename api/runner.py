@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -168,13 +169,35 @@ def kill_processes_using(private: Path) -> list[int]:
     return killed
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name ([0] the state, [19] the start time)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _running(pid: int) -> bool:
     """Running, not a zombie (whoever has to reap it: an orphan's is init)."""
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def runner_id(pid: int | None = None) -> str:
+    """A process (default: this one) as a job's `runner`: host, pid and start time (a reused pid
+    has another start time)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_stat(pid)[19]}"
+
+
+def runner_alive(runner: str | None) -> bool:
+    """Whether the process that claimed a job still runs. A job claimed on another machine counts
+    as gone: the embedded store (SQLite) belongs to one machine."""
+    host, _, rest = (runner or "").partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
         return False
-    return state not in ("Z", "X")
+    return _running(int(pid)) and _stat(int(pid))[19] == started
 
 
 class _RunCallbacks:
@@ -280,7 +303,7 @@ class JobRunner:
 
     def start(self) -> None:
         """Recover from a previous process: running jobs were interrupted, queued ones run."""
-        interrupted, queued = self._store.recover()
+        interrupted, queued = self._store.recover(runner_alive)
         for job_id in interrupted:
             log.warning("job %s was running when the API stopped: interrupted", job_id)
             # Its ansible-playbook outlived the API (it runs in its own session): stop it before
@@ -356,7 +379,8 @@ class JobRunner:
             return  # stays queued; the next start runs it
         # Claiming queued -> running is the one transition that lets a worker start the playbook.
         if not self._store.update_job(
-            job_id, only_if_state=st.QUEUED, state=st.RUNNING, started_at=st.now()
+            job_id, only_if_state=st.QUEUED, state=st.RUNNING, started_at=st.now(),
+            runner=runner_id(),
         ):
             return
         job = self._store.get_job(job_id)

@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -126,6 +126,12 @@ MIGRATIONS: list[list[str]] = [
         "DROP TABLE webhook_deliveries",
         "ALTER TABLE webhook_deliveries_new RENAME TO webhook_deliveries",
     ],
+    [
+        # The process running a job (`<host>:<pid>:<start time>`, api.runner.RUNNER_ID): a
+        # restart interrupts only the jobs whose process has gone, not another one's, e.g. an
+        # `emsops run` working on the same data dir while the API starts.
+        "ALTER TABLE jobs ADD COLUMN runner TEXT",
+    ],
 ]
 
 JSON_COLUMNS = frozenset(
@@ -144,6 +150,7 @@ JSON_COLUMNS = frozenset(
 JOB_UPDATABLE = frozenset(
     {
         "state",
+        "runner",
         "started_at",
         "finished_at",
         "playbook_status",
@@ -643,23 +650,26 @@ class Store:
         with self.tx() as tx:
             return tx.all("SELECT * FROM host_locks ORDER BY inventory, host")
 
-    def recover(self) -> tuple[list[str], list[str]]:
-        """After a restart: running jobs become interrupted, only queued jobs keep host locks.
+    def recover(self, runner_alive: Callable[[str | None], bool]) -> tuple[list[str], list[str]]:
+        """After a restart: running jobs whose process has gone become interrupted; only queued
+        jobs and those still running elsewhere keep their host locks.
 
         Returns (interrupted job ids, queued job ids to run again).
         """
         with self.tx() as tx:
-            running = [r["id"] for r in tx.all("SELECT id FROM jobs WHERE state = ?", (RUNNING,))]
-            tx.run(
-                "UPDATE jobs SET state = ?, finished_at = ?, "
-                "error = 'the API stopped while the job ran' WHERE state = ?",
-                (INTERRUPTED, now(), RUNNING),
-            )
+            rows = tx.all("SELECT id, runner FROM jobs WHERE state = ?", (RUNNING,))
+            running = [r["id"] for r in rows if not runner_alive(r["runner"])]
             for job_id in running:
+                tx.run(
+                    "UPDATE jobs SET state = ?, finished_at = ?, "
+                    "error = 'the API stopped while the job ran' WHERE id = ? AND state = ?",
+                    (INTERRUPTED, now(), job_id, RUNNING),
+                )
                 _enqueue_webhook(tx, job_id)
             tx.run(
-                "DELETE FROM host_locks WHERE job_id NOT IN (SELECT id FROM jobs WHERE state = ?)",
-                (QUEUED,),
+                "DELETE FROM host_locks WHERE job_id NOT IN "
+                "(SELECT id FROM jobs WHERE state IN (?, ?))",
+                (QUEUED, RUNNING),
             )
             queued = tx.all("SELECT id FROM jobs WHERE state = ? ORDER BY created_at", (QUEUED,))
         return running, [r["id"] for r in queued]

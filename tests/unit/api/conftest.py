@@ -288,6 +288,7 @@ def queue_job(settings, project):
         service: str = "inspect",
         state: str = "queued",
         inventory: Path | None = None,
+        runner: str | None = None,
     ) -> str:
         store = Store.from_settings(settings)
         try:
@@ -316,7 +317,7 @@ def queue_job(settings, project):
                 created_by="t",
             )
             if state != "queued":
-                store.update_job(job["id"], only_if_state="queued", state=state)
+                store.update_job(job["id"], only_if_state="queued", state=state, runner=runner)
             return job["id"]
         finally:
             store.close()

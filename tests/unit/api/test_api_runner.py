@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import uuid
 
-from api.runner import kill_processes_using
+from api.runner import kill_processes_using, runner_alive, runner_id
 from api.store import Store
 from tests.support.api_runs import all_bytes, post_job, processes_naming
 from tests.support.waiting import wait_for
@@ -147,6 +148,26 @@ def test_restart_after_a_crash_recovers(make_api, queue_job):
     )
     assert api.wait(ids["T-2"])["state"] == "succeeded"  # the queued one ran
     assert api.ctx.store.held_hosts() == []
+
+
+def test_a_restart_leaves_a_job_whose_process_still_runs_alone(make_api, queue_job, settings):
+    # Another process on the same data dir (an `emsops run` while the API starts) runs a job.
+    other = subprocess.Popen(["sleep", "300"])
+    recorded = runner_id(other.pid)
+    try:
+        job = queue_job(ticket="T-1", host="app1", state="running", runner=recorded)
+        api = make_api()
+        assert api.ctx.store.get_job(job)["state"] == "running"
+        assert [r["host"] for r in api.ctx.store.held_hosts()] == ["app1"]
+    finally:
+        other.kill()
+        other.wait()
+    # Once that process is gone, its job is recovered as interrupted.
+    assert runner_alive(runner_id()) and not runner_alive(recorded)
+    # A live pid with another start time is another process (the pid was reused).
+    assert not runner_alive(runner_id().rsplit(":", 1)[0] + ":1")
+    assert api.ctx.store.recover(runner_alive)[0] == [job]
+    assert api.ctx.store.get_job(job)["state"] == "interrupted"
 
 
 def test_killed_api_leaves_job_interrupted_and_host_free(

@@ -140,11 +140,23 @@ def test_host_lock_conflict_names_the_holder_until_released(store):
 def test_recover_interrupts_running_and_keeps_queued(store):
     running, _ = make_job(store, ticket="T-1", hosts=("app",))
     queued, _ = make_job(store, ticket="T-2", hosts=("db",))
-    assert store.update_job(running["id"], only_if_state=QUEUED, state=RUNNING)
-    interrupted, requeued = store.recover()
+    assert store.update_job(running["id"], only_if_state=QUEUED, state=RUNNING, runner="gone")
+    interrupted, requeued = store.recover(lambda runner: False)
     assert (interrupted, requeued) == ([running["id"]], [queued["id"]])
     assert store.get_job(running["id"])["state"] == INTERRUPTED
     assert [r["host"] for r in store.held_hosts()] == ["db"]
+
+
+def test_recover_leaves_a_job_whose_process_still_runs_running_with_its_hosts(store):
+    # e.g. `emsops run` on the same data dir while the API starts.
+    alive, _ = make_job(store, ticket="T-1", hosts=("app",))
+    dead, _ = make_job(store, ticket="T-2", hosts=("db",))
+    store.update_job(alive["id"], only_if_state=QUEUED, state=RUNNING, runner="cli")
+    store.update_job(dead["id"], only_if_state=QUEUED, state=RUNNING, runner="old-api")
+    interrupted, _ = store.recover(lambda runner: runner == "cli")
+    assert interrupted == [dead["id"]]
+    assert store.get_job(alive["id"])["state"] == RUNNING
+    assert [r["host"] for r in store.held_hosts()] == ["app"]
 
 
 def test_update_job_guarded_by_state(store):
@@ -213,7 +225,7 @@ def test_ending_a_job_stores_one_delivery_due_at_once(store):
 def test_a_job_interrupted_by_a_restart_gets_a_delivery(store):
     job, _ = make_job(store)
     store.update_job(job["id"], only_if_state=QUEUED, state=RUNNING)
-    store.recover()
+    store.recover(lambda runner: False)
     assert store.webhook(job["id"])["state"] == PENDING
 
 
