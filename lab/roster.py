@@ -30,7 +30,7 @@ LAST_ADDED = 254
 METERS_PER_ADDED_GATEWAY = 4
 # A host name as a hostname label. nspawn names the host's veth "vb-<machine name>" and a link
 # name has at most 15 characters, so the machine name (lab prefix + host name) has at most 12.
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
+NAME_RE = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
 MAX_MACHINE_NAME = 12
 
 
