@@ -24,8 +24,8 @@ from labkit import (
 
 from lab import config, network, roster
 from lab.fingerprint import diff, fingerprint
+from lab.hosts import Host, known_hosts
 from lab.hosts import host as lab_host
-from lab.hosts import known_hosts
 
 pytestmark = pytest.mark.lab
 
@@ -133,7 +133,7 @@ def test_removing_it_leaves_the_site_as_before(gw2, before):
     assert NAME not in {s.name for s in roster.hosts()}
     assert _inventory_files() == before["inventory"]
     assert set(db_counts()) == before["db_meters"]
-    assert not lab_host(NAME).dir.exists()
+    assert not Host(gw2).dir.exists()
     assert not any(NAME in link for link in network.lab_links())
     assert gw2.address not in known_hosts().read_text()
     for h in UNCHANGED_HOSTS:
