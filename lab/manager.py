@@ -62,7 +62,7 @@ def down(purge: bool = False, log=print) -> None:
             faults.forget(h.spec.name)
             h.discard_disk()
             shutil.rmtree(h.dir, ignore_errors=True)
-    if purge:
+    if purge and roster.added():
         for spec in roster.added():
             forget_host_key(spec)
         roster.reset()
