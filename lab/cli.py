@@ -22,6 +22,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     down.add_argument("--purge", action="store_true",
                       help="also delete the hosts' disks (the cached base image is kept)")
     lsub.add_parser("status", help="show each host's state and address")
+    add = lsub.add_parser(
+        "add", help="add a host to the lab (kept across `lab up`)",
+        description="Record a host in the lab's roster: it gets the lowest free address and, in "
+                    "group ems_gateways, meters of its own on the meters host "
+                    "(inventories/lab/host_vars/NAME.yml). When the lab is up the host boots "
+                    "now, else at the next `emsops lab up`. Deploy it with site.yml.")
+    add.add_argument("host", metavar="NAME")
+    add.add_argument("--group", required=True, metavar="G",
+                     help=f"its inventory group ({', '.join(config.GROUPS)})")
+    add.add_argument("--net", default="networkd", metavar="|".join(config.NETS),
+                     help="how it configures its address: systemd-networkd (the default) or "
+                          "Debian's ifupdown (/etc/network/interfaces)")
+    remove = lsub.add_parser(
+        "remove", help="stop and forget a host added with `lab add`",
+        description="Stops the host, deletes its disk and its host_vars, rewrites the inventory. "
+                    "The lab's default hosts cannot be removed.")
+    remove.add_argument("host", metavar="NAME")
     wipe = lsub.add_parser("wipe", help="replace a host's disk with a bare OS",
                            description="The 'disk died' case: the host comes back as the bare "
                                        "base OS with new SSH host keys.")
@@ -58,10 +75,14 @@ def run(args: argparse.Namespace) -> int:
         manager.down(purge=args.purge)
     elif args.lab_command == "status":
         rows = manager.status()
-        print(f"{'HOST':<10} {'STATE':<8} {'ADDRESS':<14} {'SSH':<5} GROUPS")
+        print(f"{'HOST':<12} {'STATE':<8} {'ADDRESS':<14} {'SSH':<5} {'NET':<9} GROUPS")
         for r in rows:
-            print(f"{r['host']:<10} {r['state']:<8} {r['address']:<14} {r['ssh']:<5} "
-                  f"{r['groups']}")
+            print(f"{r['host']:<12} {r['state']:<8} {r['address']:<14} {r['ssh']:<5} "
+                  f"{r['net']:<9} {r['groups']}")
+    elif args.lab_command == "add":
+        manager.add(args.host, args.group, args.net)
+    elif args.lab_command == "remove":
+        manager.remove(args.host)
     elif args.lab_command == "wipe":
         manager.wipe(args.host)
     elif args.lab_command == "ssh":

@@ -15,6 +15,10 @@ class HostSpec:
     name: str
     address: str
     groups: tuple[str, ...]
+    # How the host configures its address: systemd-networkd or Debian's ifupdown.
+    net: str = "networkd"
+    # Modbus unit ids of the meters host that this gateway polls (gateways only).
+    meters: tuple[int, ...] = ()
 
 
 BRIDGE = os.environ.get("EMSOPS_LAB_BRIDGE", "emslab0")
@@ -32,6 +36,8 @@ MIRROR_PORT = int(os.environ.get("EMSOPS_LAB_MIRROR_PORT", "3142"))
 SUITE = "bookworm"
 DEBIAN_URL = "http://deb.debian.org/debian"
 
+NETS = ("networkd", "ifupdown")
+
 # The base image every host boots from. Changing the recipe changes the cache key, so the
 # image is rebuilt exactly when what it would contain changes.
 BASE_PACKAGES = (
@@ -39,11 +45,17 @@ BASE_PACKAGES = (
     "iproute2", "sudo", "ca-certificates",
 )
 IMAGE_RECIPE_VERSION = 1
+# What a variant adds on top of the base image (an overlay layer of its own, built through the
+# site mirror): hosts given `--net ifupdown` boot from the base with this layer over it.
+VARIANT_PACKAGES = {"ifupdown": ("ifupdown",)}
+VARIANT_RECIPE_VERSION = 1
 
+# The default roster: the hosts every lab has. `emsops lab add` / `remove` change the rest
+# (lab.roster, kept in the state dir).
 HOSTS: tuple[HostSpec, ...] = (
     HostSpec("ems-app", f"{SUBNET_PREFIX}.11", ("ems_app",)),
     HostSpec("ems-db", f"{SUBNET_PREFIX}.12", ("ems_db",)),
-    HostSpec("ems-gw1", f"{SUBNET_PREFIX}.13", ("ems_gateways",)),
+    HostSpec("ems-gw1", f"{SUBNET_PREFIX}.13", ("ems_gateways",), meters=tuple(range(1, 9))),
     HostSpec("meters", f"{SUBNET_PREFIX}.14", ("ems_meters",)),
     HostSpec("backup", f"{SUBNET_PREFIX}.15", ("backup_servers",)),
     HostSpec("standby", f"{SUBNET_PREFIX}.16", ("standby",)),
@@ -59,13 +71,10 @@ def machine_name(spec: HostSpec) -> str:
 
 
 def host_spec(name: str) -> HostSpec:
-    for spec in HOSTS:
-        if spec.name == name:
-            return spec
-    known = ", ".join(h.name for h in HOSTS)
-    from lab.errors import LabError
+    """A host of the lab's roster (the default hosts and those added), or a LabError."""
+    from lab import roster
 
-    raise LabError(f"unknown lab host {name!r}; the lab has: {known}")
+    return roster.spec(name)
 
 
 def state_dir() -> Path:
@@ -74,6 +83,13 @@ def state_dir() -> Path:
 
 def image_key() -> str:
     recipe = f"{IMAGE_RECIPE_VERSION}|{SUITE}|{DEBIAN_URL}|{','.join(sorted(BASE_PACKAGES))}"
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def variant_key(variant: str) -> str:
+    """Follows the base image's recipe and the variant's own."""
+    recipe = (f"{image_key()}|{VARIANT_RECIPE_VERSION}|{variant}|"
+              f"{','.join(sorted(VARIANT_PACKAGES[variant]))}")
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import config
+from lab import config, roster
 from lab.config import HostSpec
 from lab.errors import LabError
 from lab.system import is_mounted, pid_alive, run
@@ -117,14 +117,16 @@ class Host:
 
     # -- disk -------------------------------------------------------------------------------
 
-    def mount(self, image: Path) -> None:
+    def mount(self, lowers: list[Path]) -> None:
+        """Mount the host's disk: its own layer over `lowers` (the image's layers, top first)."""
         if is_mounted(self.root):
             return
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         fresh = not (self.dir / "upper" / "etc").exists()
+        lowerdir = ":".join(str(p) for p in lowers)
         run(["mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={image},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
+             f"lowerdir={lowerdir},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
              str(self.root)])
         if fresh:
             self._personalise()
@@ -147,13 +149,22 @@ class Host:
         (root / "etc/hostname").write_text(name + "\n")
         (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n")
         (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
-        netdir = root / "etc/systemd/network"
-        netdir.mkdir(parents=True, exist_ok=True)
-        # 10- sorts before the image's 80-container-host0.network, which would ask for DHCP.
-        (netdir / "10-lab.network").write_text(
-            "[Match]\nName=host0\n\n[Network]\n"
-            f"Address={self.spec.address}/{config.PREFIX_LEN}\n"
-            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+        address = f"{self.spec.address}/{config.PREFIX_LEN}"
+        if self.spec.net == "ifupdown":
+            # The ifupdown image variant runs networking.service instead of systemd-networkd.
+            (root / "etc/network/interfaces").write_text(
+                "# Written by the emsops lab at the host's creation.\n"
+                "source /etc/network/interfaces.d/*\n\n"
+                "auto lo\niface lo inet loopback\n\n"
+                f"auto host0\niface host0 inet static\n    address {address}\n")
+        else:
+            netdir = root / "etc/systemd/network"
+            netdir.mkdir(parents=True, exist_ok=True)
+            # 10- sorts before the image's 80-container-host0.network, which would ask for DHCP.
+            (netdir / "10-lab.network").write_text(
+                "[Match]\nName=host0\n\n[Network]\n"
+                f"Address={address}\n"
+                "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
         hostkey = root / "etc/ssh/ssh_host_ed25519_key"
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}",
              "-f", str(hostkey)])
@@ -221,20 +232,27 @@ class Host:
             remove_cgroup(cgroup)
 
 
-def _update_known_hosts(spec: HostSpec, pubkey_line: str) -> None:
-    """Replace the host's entry: a reinstalled server has new host keys, as in real life."""
-    keytype, key = pubkey_line.split()[:2]
+def _update_known_hosts(spec: HostSpec, pubkey_line: str | None) -> None:
+    """Replace the host's entry: a reinstalled server has new host keys, as in real life.
+    Without a key, the entry goes (the host was removed)."""
     path = known_hosts()
     lines = path.read_text().splitlines() if path.exists() else []
     names = {spec.name, spec.address}
     kept = [ln for ln in lines if not names & set(ln.split(" ", 1)[0].split(","))]
-    kept.append(f"{spec.address},{spec.name} {keytype} {key}")
-    path.write_text("\n".join(kept) + "\n")
+    if pubkey_line is not None:
+        keytype, key = pubkey_line.split()[:2]
+        kept.append(f"{spec.address},{spec.name} {keytype} {key}")
+    path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def forget_host_key(spec: HostSpec) -> None:
+    if known_hosts().exists():
+        _update_known_hosts(spec, None)
 
 
 def all_hosts() -> list[Host]:
-    return [Host(spec) for spec in config.HOSTS]
+    return [Host(spec) for spec in roster.hosts()]
 
 
 def host(name: str) -> Host:
-    return Host(config.host_spec(name))
+    return Host(roster.spec(name))

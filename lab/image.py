@@ -6,7 +6,9 @@ import shutil
 from pathlib import Path
 
 from lab import config
-from lab.system import run
+from lab.config import HostSpec
+from lab.errors import LabError
+from lab.system import is_mounted, run
 
 SSHD_LAB_CONF = """\
 # Written by the emsops lab: keys only, as on a hardened customer server.
@@ -41,6 +43,71 @@ def ensure_image(log=print) -> Path:
         if stale != final:
             shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def variant_path(variant: str) -> Path:
+    return config.state_dir() / "images" / f"variant-{variant}-{config.variant_key(variant)}"
+
+
+def ensure_variant(variant: str, log=print) -> Path:
+    """Return the variant's layer (to go over the base image), building it when its recipe has
+    no cache. Its packages come through the lab's package mirror, which must be running."""
+    base = ensure_image(log)
+    final = variant_path(variant)
+    if (final / ".complete").exists():
+        return final / "layer"
+    from lab import mirror
+
+    if not mirror.running():
+        raise LabError(f"the {variant} image variant is built through the lab's package mirror, "
+                       "which is not running: run `emsops lab up` first")
+    tmp = final.with_name(final.name + ".building")
+    root = tmp / "root"
+    if is_mounted(root):
+        run(["umount", str(root)])
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    for sub in ("layer", "work", "root"):
+        (tmp / sub).mkdir(parents=True)
+    log(f"building image variant {final.name} (once per recipe)...")
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={base},upperdir={tmp / 'layer'},workdir={tmp / 'work'}", str(root)])
+    try:
+        _configure_variant(variant, root)
+    finally:
+        run(["umount", str(root)])
+    shutil.rmtree(tmp / "work", ignore_errors=True)
+    (tmp / ".complete").write_text(config.variant_key(variant) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for stale in final.parent.glob(f"variant-{variant}-*"):
+        if stale != final:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final / "layer"
+
+
+def _configure_variant(variant: str, root: Path) -> None:
+    proxy = f"http://127.0.0.1:{config.MIRROR_PORT}"
+    packages = " ".join(config.VARIANT_PACKAGES[variant])
+    # A container without boot (nspawn gives it /dev and /proc) on the controller's network,
+    # where the mirror listens on the loopback: nothing comes from the internet directly.
+    script = (f"apt-get -q -o Acquire::http::Proxy={proxy} update && "
+              f"DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Acquire::http::Proxy={proxy} "
+              f"install --no-install-recommends {packages} && apt-get clean")
+    if variant == "ifupdown":
+        script += (" && systemctl disable systemd-networkd.service systemd-networkd.socket"
+                   " && systemctl enable networking.service")
+    run(["systemd-nspawn", "-q", "-D", str(root), "--register=no", "--keep-unit",
+         "--resolv-conf=off", "--timezone=off", "--link-journal=no", "sh", "-ec", script])
+
+
+def lowers(spec: HostSpec, log=print) -> list[Path]:
+    """The image layers a host's disk goes over, top first."""
+    base = ensure_image(log)
+    if spec.net == "networkd":
+        return [base]
+    return [ensure_variant(spec.net, log), base]
 
 
 def _configure(root: Path) -> None:

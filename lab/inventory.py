@@ -1,4 +1,5 @@
-"""Writes the lab site's inventory: hosts and groups, and its vault of generated secrets."""
+"""Writes the lab site's inventory from the lab's roster: hosts and groups (hosts.yml), each
+host's own variables (host_vars/), and its vault of generated secrets."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from pathlib import Path
 
 import yaml
 
-from lab import config
+from lab import config, roster
+from lab.config import HostSpec
 from lab.hosts import client_key, known_hosts
 from lab.mirror import proxy_url
+
+# The first line of every host_vars file the lab writes: only those are rewritten or removed.
+HOST_VARS_HEADER = "# Written by `emsops lab` from the lab's roster; do not edit.\n"
 
 # Secrets the lab site needs; generated once per lab so repeated deployments stay idempotent.
 SECRET_NAMES = ("vault_ems_db_password", "vault_restic_password")
@@ -45,7 +50,7 @@ def _write_private(path: Path, text: str) -> None:
 
 def render_hosts() -> dict:
     children: dict[str, dict] = {group: {"hosts": {}} for group in config.GROUPS}
-    for spec in config.HOSTS:
+    for spec in roster.hosts():
         for group in spec.groups:
             children[group]["hosts"][spec.name] = {"ansible_host": spec.address}
     for group in children.values():
@@ -63,16 +68,44 @@ def render_hosts() -> dict:
     }}
 
 
+def render_host_vars(spec: HostSpec) -> dict:
+    """A host's own variables: a gateway's meters, unit ids on the lab's meters host."""
+    if not spec.meters:
+        return {}
+    meters_host = next(s for s in roster.hosts() if "ems_meters" in s.groups)
+    return {"ems_gateway_meters": [
+        {"id": f"m{unit:02d}", "host": meters_host.address, "unit": unit}
+        for unit in spec.meters]}
+
+
+def _write_host_vars(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {}
+    for spec in roster.hosts():
+        values = render_host_vars(spec)
+        if values:
+            wanted[f"{spec.name}.yml"] = HOST_VARS_HEADER + yaml.safe_dump(values, sort_keys=False)
+    for path in folder.glob("*.yml"):
+        if path.name not in wanted and path.read_text().startswith(HOST_VARS_HEADER):
+            path.unlink()
+    for name, text in wanted.items():
+        path = folder / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+
+
 def write_inventory() -> Path:
-    """Write hosts.yml and (once) the encrypted vault; return the hosts.yml path."""
+    """Write hosts.yml, host_vars/ and (once) the encrypted vault; return the hosts.yml path."""
     from ansible.constants import DEFAULT_VAULT_ID_MATCH
     from ansible.parsing.vault import VaultLib, VaultSecret
 
     inv = config.inventory_dir()
     hosts_yml = inv / "hosts.yml"
-    text = ("# Written by `emsops lab up`; do not edit (it is rewritten on every `up`).\n"
-            + yaml.safe_dump(render_hosts(), sort_keys=False))
-    hosts_yml.write_text(text)
+    text = ("# Written by `emsops lab` from the lab's roster (`lab up`, `lab add`, `lab remove`); "
+            "do not edit.\n" + yaml.safe_dump(render_hosts(), sort_keys=False))
+    if not hosts_yml.exists() or hosts_yml.read_text() != text:
+        hosts_yml.write_text(text)
+    _write_host_vars(inv / "host_vars")
     values = _secrets()
     vault = inv / "group_vars" / "all" / "vault.yml"
     if not vault.exists() or _vault_stale(vault, values):

@@ -6,11 +6,14 @@ import os
 import shutil
 from pathlib import Path
 
-from lab import config, faults, image, mirror, network
+from lab import config, faults, image, mirror, network, roster
+from lab.config import HostSpec
+from lab.errors import LabError
 from lab.hosts import (
     Host,
     all_hosts,
     ensure_client_key,
+    forget_host_key,
     host,
     lab_cgroups,
     remove_cgroup,
@@ -30,14 +33,14 @@ def up(log=print) -> Path:
     _preflight()
     if not network.bridge_exists():
         network.check_subnet_free()  # before the slow image build
-    base = image.ensure_image(log)
+    image.ensure_image(log)
     network.ensure_bridge()
     mirror.ensure_mirror()
     ensure_client_key()
-    hosts = all_hosts()
+    hosts = all_hosts()  # the roster: the default hosts and those added
     for h in hosts:
         if not h.running():
-            h.mount(base)
+            h.mount(image.lowers(h.spec, log))
             h.boot()
     for h in hosts:
         h.wait_ready()
@@ -49,7 +52,8 @@ def up(log=print) -> Path:
 def down(purge: bool = False, log=print) -> None:
     """Stop every host, unmount, remove the bridge and stop the mirror.
 
-    With purge, the hosts' disks go too (the cached base image stays)."""
+    With purge, the hosts' disks go too, and the hosts added with `add` (the cached images
+    stay)."""
     _preflight()
     faults.remove_conflicts()
     for h in all_hosts():
@@ -58,6 +62,11 @@ def down(purge: bool = False, log=print) -> None:
             faults.forget(h.spec.name)
             h.discard_disk()
             shutil.rmtree(h.dir, ignore_errors=True)
+    if purge and roster.added():
+        for spec in roster.added():
+            forget_host_key(spec)
+        roster.reset()
+        write_inventory()
     for cgroup in lab_cgroups():
         remove_cgroup(cgroup)
     network.remove_bridge()
@@ -69,16 +78,64 @@ def wipe(name: str, log=print) -> None:
     """Replace a host's disk with the bare base OS and boot it (the 'disk died' case)."""
     _preflight()
     h = host(name)
-    base = image.ensure_image(log)
+    lowers = image.lowers(h.spec, log)
     h.stop()
     h.discard_disk()
     faults.forget(name, disk_only=True)
     network.ensure_bridge()
     ensure_client_key()
-    h.mount(base)
+    h.mount(lowers)
     h.boot()
     h.wait_ready()
     log(f"{name} wiped: it runs the bare base OS with new SSH host keys")
+
+
+def add(name: str, group: str, net: str = "networkd", log=print) -> HostSpec:
+    """Add a host to the roster; when the lab is up, create and boot it and rewrite the
+    inventory (its host_vars too), else the next `up` does."""
+    _preflight()
+    spec = roster.add(name, group, net)
+    if not network.bridge_exists():
+        write_inventory()
+        log(f"{name} added ({spec.address}, {group}, {net}); the lab is down: `emsops lab up` "
+            "boots it")
+        return spec
+    try:
+        ensure_client_key()
+        h = Host(spec)
+        h.mount(image.lowers(spec, log))
+        h.boot()
+        h.wait_ready()
+    except (LabError, OSError):
+        _destroy(Host(spec))
+        roster.remove(name)
+        raise
+    write_inventory()
+    log(f"{name} is up: {spec.address}, group {group}, network by {net}")
+    return spec
+
+
+def remove(name: str, log=print) -> None:
+    """Stop an added host, delete its disk, forget it and rewrite the inventory."""
+    spec = roster.spec(name)
+    if spec in config.HOSTS:
+        roster.remove(name)  # raises: a default host stays
+    _preflight()
+    h = Host(spec)
+    if h.running() and faults.active(name):
+        faults.clear(name)
+    _destroy(h)
+    roster.remove(name)
+    write_inventory()
+    log(f"{name} removed")
+
+
+def _destroy(h: Host) -> None:
+    h.stop()
+    faults.forget(h.spec.name)
+    h.discard_disk()
+    shutil.rmtree(h.dir, ignore_errors=True)
+    forget_host_key(h.spec)
 
 
 def status() -> list[dict]:
@@ -86,7 +143,7 @@ def status() -> list[dict]:
     for h in all_hosts():
         state = "running" if h.running() else ("stopped" if h.exists() else "absent")
         rows.append({"host": h.spec.name, "state": state, "address": h.spec.address,
-                     "groups": ",".join(h.spec.groups),
+                     "groups": ",".join(h.spec.groups), "net": h.spec.net,
                      "ssh": "up" if state == "running" and h.ssh_reachable() else "down"})
     return rows
 

@@ -54,7 +54,9 @@ def remove_bridge() -> None:
 
 def lab_links() -> list[str]:
     """Interfaces this lab created: its bridge and its hosts' veth ends (vb-<machine>)."""
-    veths = {"vb-" + config.machine_name(spec) for spec in config.HOSTS}
+    from lab import roster
+
+    veths = {"vb-" + config.machine_name(spec) for spec in roster.hosts()}
     return [link["ifname"] for link in _links()
             if link["ifname"] == config.BRIDGE or link.get("master") == config.BRIDGE
             or link["ifname"] in veths]

@@ -82,3 +82,13 @@ def site_vars(host, request: pytest.FixtureRequest) -> Mapping:
     from api.layout import site_vars as expected
 
     return expected(Path(request.config.option.ansible_inventory), host.backend.get_hostname())
+
+
+@pytest.fixture
+def site_meters(site_vars, request: pytest.FixtureRequest) -> list[Mapping]:
+    """Every meter the site's gateways poll (each gateway's own `ems_gateway_meters`)."""
+    from api.layout import site_vars as expected
+
+    inventory = Path(request.config.option.ansible_inventory)
+    return [meter for gateway in site_vars["groups"].get("ems_gateways", [])
+            for meter in expected(inventory, gateway)["ems_gateway_meters"]]

@@ -39,11 +39,11 @@ def test_license_is_installed_and_valid(host, site_vars):
     assert http_json(host, _url(site_vars, "/health"))["body"]["license"]["valid"] is True
 
 
-def test_every_meter_has_fresh_readings(host, site_vars):
+def test_every_meter_has_fresh_readings(host, site_vars, site_meters):
     meters = {m["meter_id"]: m for m in http_json(host, _url(site_vars, "/api/v1/meters"))["body"]}
     limit = freshness_limit_s(site_vars)
     stale = {}
-    for meter in site_vars["ems_gateway_meters"]:
+    for meter in site_meters:
         last = meters.get(meter["id"], {}).get("last_ts")
         if age_s(last) > limit:
             stale[meter["id"]] = last
