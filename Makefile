@@ -44,7 +44,7 @@ unit: deps venv releases
 	$(BIN)/pytest tests/unit
 
 lab: deps venv releases
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest --durations=12 tests/lab
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest --durations=40 tests/lab
 
 test: deps venv releases lint unit lab
 
