@@ -106,13 +106,14 @@ def test_refused_upgrades_change_nothing_and_the_same_version_is_a_no_op(site, t
     with open(tampered / "kangpai-ems-3.2.2.tar.gz", "ab") as f:
         f.write(b"\0")
     before = fingerprints()
-    refusals = {
-        "3.3.0": ([], f"outside the installed line {line}"),
-        "3.2.0": ([], f"older than the installed {installed}"),
-        "3.2.9": ([], "release 3.2.9 not found"),
-        "3.2.2": (["-e", f"ems_release_artifact_dir={tampered}"], "does not match its line"),
-    }
-    for target, (args, why) in refusals.items():
+    refusals = [
+        ("3.3.0", [], f"outside the installed line {line}"),
+        ("3.2.0", [], f"older than the installed {installed}"),
+        ("3.2.9", [], "release 3.2.9 not found"),
+        ("3.2.2", ["-e", f"ems_release_artifact_dir={tampered}"], "does not match its line"),
+        ("3.2.2", ["--limit", "ems_app"], "this run leaves out ems-gw1"),
+    ]
+    for target, args, why in refusals:
         proc, _ = upgrade(target, *args, check=False)
         assert proc.returncode != 0, f"→ {target} was not refused:\n{proc.stdout[-3000:]}"
         assert why in proc.stdout, f"→ {target}: {why!r} not said:\n{proc.stdout[-3000:]}"
