@@ -27,12 +27,15 @@ RELEASES = REPO / "build" / "releases"
 
 
 def run_playbook(playbook: str, *args: str, check: bool = True,
-                 inventory: Path | None = None) -> subprocess.CompletedProcess:
+                 inventory: Path | None = None, stats: bool = False) -> subprocess.CompletedProcess:
     """The engineer's hand run: `ansible-playbook` of a catalog playbook against the lab (or
     another inventory of its hosts), as an engineer types it, a legitimate path of the product
-    beside the launcher's jobs (`emsops run`, the API). Its command line: api.launch."""
+    beside the launcher's jobs (`emsops run`, the API). Its command line: api.launch.
+    `stats`: print the run's set_stats as JSON for `custom_stats`."""
     cmd = hand_run_command(inventory or inventory_path(), playbook, *args)
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
+    if stats:
+        env.update(ANSIBLE_SHOW_CUSTOM_STATS="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         pytest.fail(f"{playbook} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}\n"
@@ -46,6 +49,12 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
         result[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
     return result
+
+
+def custom_stats(output: str) -> dict:
+    """The set_stats data (aggregated) of a `run_playbook(..., stats=True)`."""
+    m = re.search(r"^\tRUN: (.*)$", output, re.M)
+    return json.loads(m.group(1)) if m else {}
 
 
 def changed_tasks(output: str) -> list[str]:

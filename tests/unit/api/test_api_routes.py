@@ -377,7 +377,20 @@ def test_upgrade_in_line_is_covered_and_runs(api, verifier):
     )
     assert response.status_code == 202
     assert response.json()["decision"]["outcome"] == "covered"
-    assert api.wait(response.json()["id"])["state"] == "succeeded"
+    done = api.wait(response.json()["id"])
+    assert done["state"] == "succeeded"
+    # The API's target_version reaches upgrade.yml as the role input; unset modules stay unset
+    # (the role defaults to the licensed ones).
+    assert done["set_stats"] == {"target": "3.2.2", "modules": "unset"}
+
+
+def test_upgrade_modules_reach_the_role_as_its_input(api, verifier):
+    api.contract()
+    response = api.request("POST", "/v1/jobs", json=job(
+        service="upgrade", parameters={"target_version": "3.2.2", "modules": ["water"]}))
+    assert response.status_code == 202, response.text
+    done = api.wait(response.json()["id"])
+    assert done["set_stats"] == {"target": "3.2.2", "modules": ["water"]}
 
 
 def test_lapsed_network_repair_quoted_then_runs_after_guarantee(api):

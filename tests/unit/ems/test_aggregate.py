@@ -115,7 +115,8 @@ def app_for(tmp_path: Path, database: Database, ems: Callable[..., EmsProcess],
 
     def start(version: str) -> App:
         root, port = release(version), free_port()
-        license_file = write_license(tmp_path / "l.json", version_line=version[:3])
+        license_file = write_license(tmp_path / "l.json", version_line=version[:3],
+                                     modules=["electricity", "water", "carbon"])
         config = write_config(tmp_path / "ems.conf", {
             "ems": {"state_dir": tmp_path, "license_file": license_file},
             "database": database.section(),
@@ -200,6 +201,25 @@ def test_carbon_module_only_in_3_3(app_for: Callable[[str], App]) -> None:
     assert status == 200
     assert rows == [{"meter_id": "m01", "energy_kwh": 75.0,
                      "kg_co2": pytest.approx(75.0 * 0.5703)}]
+
+
+def test_a_module_the_license_lacks_stays_off(tmp_path: Path, database: Database,
+                                              ems: Callable[..., EmsProcess],
+                                              release: Callable[[str], Path]) -> None:
+    root, port = release("3.3.0"), free_port()
+    config = write_config(tmp_path / "ems.conf", {
+        "ems": {"state_dir": tmp_path, "license_file": write_license(
+            tmp_path / "l.json", version_line="3.3", modules=["electricity", "water"])},
+        "database": database.section(),
+        "platform": {"listen": "127.0.0.1", "port": port},
+    })
+    assert run_ems("migrate", config, root).returncode == 0
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health", ems("platform", config, root))
+    status, body = http("GET", url + "/health")
+    assert status == 200 and body["modules"] == ["electricity", "water", "gas", "carbon", "pv"]
+    assert body["enabled_modules"] == ["electricity", "water"]
+    assert http("GET", url + "/api/v1/carbon")[0] == 404
 
 
 def test_no_carbon_route_in_3_2(app: App) -> None:

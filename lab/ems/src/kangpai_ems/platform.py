@@ -25,6 +25,10 @@ class Platform:
         self.database = cfg.database
         self.license_file = cfg.ems.license_file
         self.migrations = db.release_migrations()
+        # Only the release's modules the license covers run (a module the release ships but the
+        # customer did not buy stays off); decided at start, like the routes.
+        licensed = license.check(self.license_file, VERSION).modules
+        self.enabled_modules = [m for m in MODULES if m in licensed]
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
@@ -49,7 +53,7 @@ class Platform:
             ("GET", "/api/v1/aggregates"): self.aggregates,
             ("GET", "/api/v1/aggregate/runs"): self.aggregate_runs,
         }
-        for module in MODULES:
+        for module in self.enabled_modules:
             try:
                 feature = importlib.import_module(f"{__package__}.modules.{module}")
             except ModuleNotFoundError:
@@ -85,7 +89,8 @@ class Platform:
             problems.append(f"self-test: {DEFECT}")
         body = {"status": "error" if problems else "ok", "version": VERSION,
                 "schema_version": schema_version, "database": database,
-                "license": lic.as_dict(), "modules": list(MODULES)}
+                "license": lic.as_dict(), "modules": list(MODULES),
+                "enabled_modules": self.enabled_modules}
         if problems:
             body["reason"] = "; ".join(problems)
         return Response(503 if problems else 200, body)
@@ -214,8 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.listen, settings.port, exc)
         return 1
-    log.info("platform %s (schema %s, modules %s) listening on %s:%d", VERSION,
-             schema_version, ",".join(MODULES), settings.listen, settings.port)
+    log.info("platform %s (schema %s, modules %s, enabled %s) listening on %s:%d", VERSION,
+             schema_version, ",".join(MODULES), ",".join(platform.enabled_modules),
+             settings.listen, settings.port)
     stop.wait()
     server.shutdown()
     server.server_close()

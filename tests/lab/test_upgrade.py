@@ -1,0 +1,165 @@
+"""Issue 11 on real hosts: a patch upgrade within the minor line applies its migrations and keeps
+every reading; the broken patch 3.2.3 fails its health check and is rolled back by itself; every
+refusal changes nothing on any host (issue 9's fingerprints), and the same version is a no-op.
+The site ends on the release it started on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from labkit import (
+    RELEASES,
+    address,
+    custom_stats,
+    lab_ssh,
+    layout,
+    psql_command,
+    recap,
+    run_playbook,
+)
+
+from lab.fingerprint import diff, fingerprint
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.lab
+EMS_HOSTS = ("ems-app", "ems-db", "ems-gw1")
+# Hosts whose every file and unit a refused upgrade must leave alone (backup: no snapshot taken).
+FINGERPRINTED = (*EMS_HOSTS, "backup")
+FAST = ["-e", "patch_upgrade_health_timeout_s=20"]
+
+
+def upgrade(target: str, *args: str, check: bool = True):
+    proc = run_playbook("upgrade.yml", "-e", f"patch_upgrade_target_version={target}", *FAST,
+                        *args, check=check, stats=True)
+    return proc, custom_stats(proc.stdout).get("patch_upgrade", {})
+
+
+def sql(query: str) -> str:
+    return lab_ssh("ems-db", psql_command(query)).stdout.strip()
+
+
+def readings_until(stamp: str) -> dict[str, str]:
+    """Per meter: count and checksum of every reading the platform had received by `stamp`."""
+    out = sql("SELECT meter_id, count(*) || ':' || md5(string_agg(ts::text || '/' || kwh::text, ','"
+              f" ORDER BY ts)) FROM readings WHERE received_at <= '{stamp}' GROUP BY 1 ORDER BY 1")
+    return dict(line.split() for line in out.splitlines())
+
+
+def health(host: str, port_var: str) -> tuple[int, str]:
+    """(HTTP status, version) of a host's EMS `/health` (a 503 still names its version)."""
+    url = f"http://{address(host)}:{layout(host)[port_var]}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - lab address
+            return resp.status, json.load(resp)["version"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)["version"]
+    except OSError as exc:  # not listening (restarting)
+        return 0, str(exc)
+
+
+def versions() -> dict[str, tuple[int, str]]:
+    return {"ems-app": health("ems-app", "ems_layout_platform_port"),
+            "ems-gw1": health("ems-gw1", "ems_layout_gateway_status_port")}
+
+
+def deploy_release(version: str) -> None:
+    """The engineer's deliberate downgrade with site.yml (its release part), until healthy."""
+    run_playbook("site.yml", "--limit", "ems_app:ems_gateways", "--tags", "ems_release",
+                 "-e", f"ems_release_version={version}", "-e", "ems_release_allow_downgrade=true")
+    healthy = {"ems-app": (200, version), "ems-gw1": (200, version)}
+    wait_for(lambda: versions() == healthy, 60, f"the site healthy on {version}")
+
+
+def tagged_snapshot_hosts(tag: str) -> set[str]:
+    """The hosts with a snapshot tagged `tag` in the site's repository."""
+    script = layout("ems-app")["ems_layout_backup_script"]
+    snaps = json.loads(lab_ssh("ems-app", f"{script} snapshots all").stdout)
+    return {s["hostname"] for s in snaps if tag in s.get("tags", [])}
+
+
+@pytest.fixture(scope="module")
+def site(lab_site) -> Path:
+    """The lab site on its inventory's release, with the backup tooling that can tag a run."""
+    script = layout("ems-app")["ems_layout_backup_script"]
+    if lab_ssh("ems-app", f"grep -q -- '--tag KEY=VALUE' {script}", check=False).returncode:
+        run_playbook("backup.yml")
+    return lab_site
+
+
+def fingerprints() -> dict[str, dict]:
+    with ThreadPoolExecutor(len(FINGERPRINTED)) as pool:
+        return dict(zip(FINGERPRINTED, pool.map(fingerprint, FINGERPRINTED), strict=True))
+
+
+def test_refused_upgrades_change_nothing_and_the_same_version_is_a_no_op(site, tmp_path):
+    installed = layout("ems-app")["ems_release_version"]
+    line = ".".join(installed.split(".")[:2])
+    assert versions() == {"ems-app": (200, installed), "ems-gw1": (200, installed)}
+    tampered = tmp_path / "releases"
+    shutil.copytree(RELEASES, tampered)
+    with open(tampered / "kangpai-ems-3.2.2.tar.gz", "ab") as f:
+        f.write(b"\0")
+    before = fingerprints()
+    refusals = [
+        ("3.3.0", [], f"outside the installed line {line}"),
+        ("3.2.0", [], f"older than the installed {installed}"),
+        ("3.2.9", [], "release 3.2.9 not found"),
+        ("3.2.2", ["-e", f"ems_release_artifact_dir={tampered}"], "does not match its line"),
+        ("3.2.2", ["--limit", "ems_app"], "this run leaves out ems-gw1"),
+    ]
+    for target, args, why in refusals:
+        proc, _ = upgrade(target, *args, check=False)
+        assert proc.returncode != 0, f"→ {target} was not refused:\n{proc.stdout[-3000:]}"
+        assert why in proc.stdout, f"→ {target}: {why!r} not said:\n{proc.stdout[-3000:]}"
+        assert "upgrade | " not in proc.stdout, f"→ {target} got past preflight"
+    proc, report = upgrade(installed)
+    assert report["result"] == "already at" and report["message"] == f"already at {installed}"
+    assert all(counts["changed"] == 0 for counts in recap(proc.stdout).values()), proc.stdout
+    after = fingerprints()
+    changes = {h: diff(before[h], after[h]) for h in FINGERPRINTED}
+    assert not any(changes.values()), f"a refused upgrade changed the site: {changes}"
+
+
+def test_upgrade_applies_migrations_keeps_data_and_a_broken_patch_rolls_back(site):
+    original = layout("ems-app")["ems_release_version"]
+    try:
+        # A 3.2.0 site: its release, and its database without 3.2.1's migration 0003.
+        deploy_release("3.2.0")
+        sql("BEGIN; DROP INDEX IF EXISTS readings_received_at_idx; "
+            "DELETE FROM schema_migrations WHERE version = 3; COMMIT")
+        started = sql("SELECT now()")
+        kept = readings_until(started)
+
+        proc, report = upgrade("3.2.2")
+        assert report["result"] == "upgraded", report
+        assert "set ems_release_version to 3.2.2 in the inventory" in report["message"]
+        assert versions() == {"ems-app": (200, "3.2.2"), "ems-gw1": (200, "3.2.2")}
+        assert sql("SELECT release FROM schema_migrations WHERE version = 3") == "3.2.2"
+        assert sql("SELECT count(*) FROM pg_indexes "
+                   "WHERE indexname = 'readings_received_at_idx'") == "1"
+        assert readings_until(started) == kept, "readings from before the upgrade changed"
+        assert int(sql(f"SELECT count(*) FROM readings WHERE received_at > '{started}'")) > 0
+        assert tagged_snapshot_hosts("pre-upgrade=3.2.0-3.2.2") >= set(EMS_HOSTS)
+
+        proc = run_playbook("site.yml", "--limit", "ems_app", "--tags", "ems_release",
+                            check=False)
+        assert proc.returncode != 0 and "newer than the inventory's" in proc.stdout, \
+            proc.stdout[-3000:]
+
+        started = sql("SELECT now()")
+        kept = readings_until(started)
+        proc, report = upgrade("3.2.3", "-e", "patch_upgrade_health_timeout_s=8", check=False)
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        assert report["result"] == "rolled back" and report["host"] == "ems-app", report
+        assert "self-test" in report["failed_check"], report
+        assert versions() == {"ems-app": (200, "3.2.2"), "ems-gw1": (200, "3.2.2")}
+        assert readings_until(started) == kept, "readings changed across the rollback"
+        assert int(sql(f"SELECT count(*) FROM readings WHERE received_at > '{started}'")) > 0
+    finally:
+        deploy_release(original)
