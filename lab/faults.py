@@ -388,7 +388,7 @@ def _db_config_inject(ctx: Ctx) -> None:
     sh(ctx.host, f"systemctl start {unit}", check=False)
 
 
-def _disk_full_inject(ctx: Ctx, filler: str = FILLER) -> None:
+def _disk_full_inject(ctx: Ctx, filler: str = FILLER, room_kb: int = 2048) -> None:
     state = shlex.quote(ctx.vars["ems_layout_state_dir"])
     ctx.record["filler"] = filler
     units = ctx.main_units()
@@ -399,7 +399,7 @@ def _disk_full_inject(ctx: Ctx, filler: str = FILLER) -> None:
 mkdir -p {WORK}/copy
 cp -a {state}/. {WORK}/copy/
 kb=$(du -sk {state} | cut -f1)
-mount -t tmpfs -o size=$((kb + 2048))k,mode=$(stat -c %a {state}),uid=$(stat -c %u {state}),\
+mount -t tmpfs -o size=$((kb + {room_kb}))k,mode=$(stat -c %a {state}),uid=$(stat -c %u {state}),\
 gid=$(stat -c %g {state}) lab-fault-full {state}
 cp -a {WORK}/copy/. {state}/
 rm -rf {WORK}/copy
@@ -555,8 +555,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          DB_GROUPS, _db_config_inject, _db_symptom, _restore_and_restart),
     Kind("disk-full", "the EMS state folder is a small tmpfs with no space left", EMS_GROUPS,
          _disk_full_inject, _disk_full_symptom, _disk_full_clear),
+    # 8 MB of room: once the log is freed, the spool's WAL (up to 4 MB) fits.
     Kind("disk-full-logs", "the EMS state folder is a small tmpfs full of a rotated EMS log",
-         EMS_GROUPS, lambda ctx: _disk_full_inject(ctx, LOG_FILLER), _disk_full_symptom,
+         EMS_GROUPS, lambda ctx: _disk_full_inject(ctx, LOG_FILLER, 8192), _disk_full_symptom,
          _disk_full_clear),
     Kind("timer-disabled", "the aggregation timer is stopped and disabled", ("ems_app",),
          _timer_inject, _timer_symptom, _timer_clear),
