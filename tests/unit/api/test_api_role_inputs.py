@@ -64,3 +64,12 @@ def test_role_inputs_skip_unset_parameters_and_refuse_unmapped_ones():
     with pytest.raises(KeyError):
         role_inputs("restore", {"unmapped": 1})
     assert models.ROLE_INPUTS is ROLE_INPUTS
+
+
+def test_the_restore_reason_reaches_its_role_with_the_same_choices():
+    spec = yaml.safe_load((REPO_ROOT / "roles/system_restore/meta/argument_specs.yml").read_text())
+    option = spec["argument_specs"]["main"]["options"]["system_restore_reason"]
+    reason = models.RestoreParameters.model_fields["reason"].annotation
+    assert set(typing.get_args(reason)) == set(option["choices"])
+    assert role_inputs("restore", {"reason": "fails_to_start"}) == {
+        "system_restore_reason": "fails_to_start"}
