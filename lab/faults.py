@@ -36,6 +36,9 @@ MAIN_UNIT = {"ems_app": "ems_layout_platform_unit", "ems_gateways": "ems_layout_
 EMS_GROUPS = tuple(MAIN_UNIT)
 DB_GROUPS = ("ems_db",)
 FILLER = "lab-fault-filler"  # the big file a disk-full fault leaves in the full mount
+# disk-full-logs fills it with a rotated EMS log instead, which role system_restore may free
+# (its default system_restore_freeable_globs: <state>/log/*.log.[0-9]*).
+LOG_FILLER = "log/ems.log.1"
 WORK = "/run/emsops-lab-fault"  # scratch on the host's /run (a tmpfs, not its disk)
 
 
@@ -385,8 +388,9 @@ def _db_config_inject(ctx: Ctx) -> None:
     sh(ctx.host, f"systemctl start {unit}", check=False)
 
 
-def _disk_full_inject(ctx: Ctx) -> None:
+def _disk_full_inject(ctx: Ctx, filler: str = FILLER, room_kb: int = 2048) -> None:
     state = shlex.quote(ctx.vars["ems_layout_state_dir"])
+    ctx.record["filler"] = filler
     units = ctx.main_units()
     ctx.stop_remembering(units)
     # A small tmpfs over the state folder holding a copy of it, then filled: the host's own disk
@@ -395,11 +399,12 @@ def _disk_full_inject(ctx: Ctx) -> None:
 mkdir -p {WORK}/copy
 cp -a {state}/. {WORK}/copy/
 kb=$(du -sk {state} | cut -f1)
-mount -t tmpfs -o size=$((kb + 2048))k,mode=$(stat -c %a {state}),uid=$(stat -c %u {state}),\
+mount -t tmpfs -o size=$((kb + {room_kb}))k,mode=$(stat -c %a {state}),uid=$(stat -c %u {state}),\
 gid=$(stat -c %g {state}) lab-fault-full {state}
 cp -a {WORK}/copy/. {state}/
 rm -rf {WORK}/copy
-dd if=/dev/zero of={state}/{FILLER} bs=64k 2>/dev/null || true""")
+mkdir -p "$(dirname {state}/{filler})"
+dd if=/dev/zero of={state}/{filler} bs=64k 2>/dev/null || true""")
     if units:
         sh(ctx.host, "systemctl start " + " ".join(units), check=False)
 
@@ -417,8 +422,10 @@ def _disk_full_clear(ctx: Ctx) -> None:
     units = ctx.main_units()
     sh(ctx.host, "systemctl stop " + " ".join(units))
     # What the services wrote meanwhile goes back to the folder under the mount.
+    filler = ctx.record.get("filler", FILLER)
     sh(ctx.host, f"""set -e
-rm -f {state}/{FILLER}
+rm -f {state}/{filler}
+[ "$(dirname {filler})" = . ] || rmdir --ignore-fail-on-non-empty "$(dirname {state}/{filler})"
 mkdir -p {WORK}/under
 mount --bind / {WORK}/under
 cp -a {state}/. {WORK}/under{state}/
@@ -548,6 +555,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          DB_GROUPS, _db_config_inject, _db_symptom, _restore_and_restart),
     Kind("disk-full", "the EMS state folder is a small tmpfs with no space left", EMS_GROUPS,
          _disk_full_inject, _disk_full_symptom, _disk_full_clear),
+    # 8 MB of room: once the log is freed, the spool's WAL (up to 4 MB) fits.
+    Kind("disk-full-logs", "the EMS state folder is a small tmpfs full of a rotated EMS log",
+         EMS_GROUPS, lambda ctx: _disk_full_inject(ctx, LOG_FILLER, 8192), _disk_full_symptom,
+         _disk_full_clear),
     Kind("timer-disabled", "the aggregation timer is stopped and disabled", ("ems_app",),
          _timer_inject, _timer_symptom, _timer_clear),
     Kind("ip-conflict", "an interface of the lab claims the host's address", (),

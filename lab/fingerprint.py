@@ -45,6 +45,8 @@ EXCLUDED = (
     Rule("/var/lib/postgresql/*/main/*", "the database cluster's files change with every "
                                          "reading; compare the data with SQL, not bytes"),
     Rule("/var/log/postgresql/*", "PostgreSQL's server log"),
+    Rule("/var/log/lastlog", "sshd records the time of each login (every new SSH connection)"),
+    Rule("/var/log/wtmp", "login records, one per SSH session"),
 )
 # Layout files whose content the running EMS rewrites by itself: kept with mode and owner, their
 # checksum left out (layout variable names, resolved per host).

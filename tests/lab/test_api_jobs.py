@@ -25,7 +25,7 @@ import yaml
 from labkit import BIN, REPO, lab_ssh, layout, run_playbook, wait_until
 
 from api.launch import hand_run_command
-from lab import manager
+from lab import faults, manager
 from lab.inventory import vault_password_file
 
 pytestmark = pytest.mark.lab
@@ -220,6 +220,42 @@ def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
     expected = hmac.new(api.secret.encode(), headers["X-Emsops-Timestamp"].encode() + b"." + body,
                         hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["X-Emsops-Signature"], f"sha256={expected}")
+
+
+def test_restore_ticket_is_paid_run_and_returns_its_findings_and_a_signed_webhook(api):
+    """Remote recovery through the API: the gateway's collector stopped, the ticket asks for it."""
+    faults.inject("ems-gw1", "unit-stopped")
+    try:
+        request = {"ticket_id": "T-LAB-R", "customer_id": CUSTOMER, "service": "restore",
+                   "limit": "ems-gw1", "parameters": {"reason": "fails_to_start"}}
+        quoted_status, quoted = api.call("POST", "/v1/jobs", api.engineer, request)
+        assert quoted_status == 402, quoted
+        status, _ = api.call("POST", "/v1/tickets/T-LAB-R/settlements", api.admin,
+                             {"customer_id": CUSTOMER, "service": "restore", "kind": "payment",
+                              "amount": quoted["error"]["detail"]["quote"]["total"],
+                              "reference": "bank-T-LAB-R"})
+        assert status == 201
+        status, job = api.call("POST", "/v1/jobs", api.engineer, request)
+        assert status == 202 and job["decision"]["outcome"] == "billable", job
+        done = api.wait_finished(api.engineer, job["id"])
+        assert done["state"] == "succeeded" and done["verdict"] is True, done
+        assert done["verification"]["hosts"]["ems-gw1"]["ok"] is True
+        result = done["set_stats"]["restore"]["ems-gw1"]
+        unit = layout("ems-gw1")["ems_layout_gateway_unit"]
+        assert any(f["id"] == f"unit.down.{unit}" and "inactive/dead" in " ".join(f["evidence"])
+                   for f in result["found"]), result
+        assert result["actions"] and result["left"] == [] and result["reason"] == "fails_to_start"
+        wait_until(lambda: any(json.loads(b)["job_id"] == job["id"] for _h, b in Hooks.received),
+                   60, "the webhook")
+        headers, body = next((h, b) for h, b in Hooks.received
+                             if json.loads(b)["job_id"] == job["id"])
+        assert json.loads(body)["verdict"] is True
+        expected = hmac.new(api.secret.encode(),
+                            headers["X-Emsops-Timestamp"].encode() + b"." + body,
+                            hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["X-Emsops-Signature"], f"sha256={expected}")
+    finally:
+        faults.clear("ems-gw1")
 
 
 def test_killed_api_leaves_the_job_interrupted_and_the_host_free(api):

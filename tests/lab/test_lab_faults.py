@@ -32,7 +32,8 @@ BATCHES = {
         "ems-gw1": ["unit-masked"],
         "meters": ["config-missing"],
     },
-    "stopped-link-broken": {
+    "stopped-link-broken-logs": {
+        "ems-app": ["disk-full-logs"],
         "ems-gw1": ["unit-stopped"],
         "meters": ["release-link-broken"],
     },

@@ -86,3 +86,12 @@ def test_an_inspection_threshold_the_role_does_not_take_is_refused(thresholds):
         TypeAdapter(JobRequest).validate_python({
             "service": "inspect", "ticket_id": "T-1", "customer_id": "acme",
             "parameters": {"thresholds": thresholds}})
+
+
+def test_the_restore_reason_reaches_its_role_with_the_same_choices():
+    spec = yaml.safe_load((REPO_ROOT / "roles/system_restore/meta/argument_specs.yml").read_text())
+    option = spec["argument_specs"]["main"]["options"]["system_restore_reason"]
+    reason = models.RestoreParameters.model_fields["reason"].annotation
+    assert set(typing.get_args(reason)) == set(option["choices"])
+    assert role_inputs("restore", {"reason": "fails_to_start"}) == {
+        "system_restore_reason": "fails_to_start"}
