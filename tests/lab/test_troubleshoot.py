@@ -77,41 +77,40 @@ def within(finding: dict, start: datetime, end: datetime) -> bool:
 
 @pytest.fixture
 def broken_data(lab_site):
-    """Inject the data problems (in this order, each seen in the database before the next);
-    yield their moments; put meters and collector back however the test ends."""
+    """Inject the data problems, each seen in the database before the next step; yield their
+    moments; put meters and collector back however the test ends."""
     poll = float(layout(GW)["ems_gateway_poll_interval_s"])
     moments: dict[str, object] = {"since": iso(datetime.now(UTC) - timedelta(seconds=1))}
     try:
-        wait_until(lambda: newest(LOST) and newest(LOST) > parse(moments["since"])
-                   + timedelta(seconds=3 * poll), 60, "readings confirmed for the lost range")
-        # Readings lost on the platform (the gateway keeps them as history).
-        lost_from, lost_to = parse(moments["since"]), newest(LOST) - timedelta(seconds=poll / 2)
-        moments["lost"] = (iso(lost_from), iso(lost_to))
-        moments["lost_n"] = count(LOST, *moments["lost"])
-        sql(f"DELETE FROM readings WHERE meter_id = '{LOST}' AND ts > '{iso(lost_from)}' "
-            f"AND ts < '{iso(lost_to)}'")
+        # One reading of each meter in the window first: a step needs one before it.
+        wait_until(lambda: newest("m08") > parse(moments["since"]), 60, "a first reading")
         # A stuck meter for a few polls, a reset, a spike, a meter that stops answering.
-        moments["stuck_on"] = datetime.now(UTC)
-        meter_ctl(STUCK, "stuck")
-        meter_ctl(RESET, "reset")
-        meter_ctl(SPIKE, "spike")
-        meter_ctl(OFFLINE, "offline")
-        moments["offline_on"] = datetime.now(UTC)
+        moments["stuck_on"] = moments["offline_on"] = datetime.now(UTC)
+        for meter, mode in ((STUCK, "stuck"), (RESET, "reset"), (SPIKE, "spike"),
+                            (OFFLINE, "offline")):
+            meter_ctl(meter, mode)
         wait_until(lambda: newest(STUCK) > moments["stuck_on"] + timedelta(seconds=3 * poll), 60,
                    "three stuck readings")
         meter_ctl(STUCK, "normal")
         meter_ctl(OFFLINE, "normal")
         moments["stuck_off"] = moments["offline_off"] = datetime.now(UTC)
+        # Readings lost on the platform since the window began (the gateway keeps them as
+        # history): deleted behind the platform's back, as a faulty cleanup job would.
+        lost_from, lost_to = parse(moments["since"]), newest(LOST) - timedelta(seconds=poll / 2)
+        moments["lost"] = (iso(lost_from), iso(lost_to))
+        moments["lost_n"] = count(LOST, *moments["lost"])
+        sql(f"DELETE FROM readings WHERE meter_id = '{LOST}' AND ts > '{iso(lost_from)}' "
+            f"AND ts < '{iso(lost_to)}'")
         wait_until(lambda: newest(OFFLINE) > moments["offline_off"], 60,
                    "the offline meter to answer again")
-        # The collector down for a few polls: a gap on every meter of the gateway, read nowhere.
+        # The collector down for two polls: a gap on every meter of the gateway, read nowhere.
         collector("stop")
         moments["stopped"] = datetime.now(UTC)
-        wait_until(lambda: datetime.now(UTC) > moments["stopped"] + timedelta(seconds=3 * poll),
-                   30, "the collector's gap to span three polls")
+        wait_until(lambda: datetime.now(UTC) > moments["stopped"] + timedelta(seconds=2 * poll),
+                   30, "the collector's gap to span two polls")
         collector("start")
         moments["started"] = datetime.now(UTC)
-        wait_until(lambda: newest("m01") > moments["started"] + timedelta(seconds=poll), 60,
+        wait_until(lambda: newest("m08") > moments["started"], 60,
                    "readings after the collector's restart")
         yield moments
     finally:
