@@ -128,14 +128,15 @@ def test_troubleshoot_finds_the_problems_and_fills_what_the_gateway_holds(broken
     result = job["set_stats"]["data_troubleshoot"]
     findings = result["findings"]
 
-    # The deleted range: found as a gap held in the gateway's history, replayed, filled.
-    lost = [f for f in by(findings, "data.gap", LOST)
-            if parse(f["from"]) < parse(m["lost"][1]) and parse(f["to"]) > parse(m["lost"][0])]
-    assert lost, by(findings, "data.gap", LOST)
-    assert all(f["location"] == "gateway history" and f["fixed"] for f in lost), lost
+    # The deleted range: found as a gap held in the gateway's history, replayed, filled
+    # (counted in the database). A stall inside it (the offline meter's retries held up the
+    # poll round) is left over, read nowhere.
+    lost = [f for f in by(findings, "data.gap", LOST) if f["location"] == "gateway history"]
+    assert len(lost) == 1 and lost[0]["fixed"], by(findings, "data.gap", LOST)
     assert parse(lost[0]["from"]) <= parse(m["lost"][0]) + slack
-    assert parse(lost[-1]["to"]) >= parse(m["lost"][1])
-    assert count(LOST, *m["lost"]) == m["lost_n"] > 0
+    assert parse(lost[0]["to"]) >= parse(m["lost"][1])
+    assert lost[0]["readings_after"] >= lost[0]["history"] >= m["lost_n"] > 0
+    assert count(LOST, *m["lost"]) == m["lost_n"]
     replays = [x for x in result["fixes"] if x["action"] == "replay"]
     assert [x["gateway"] for x in replays] == [GW] and replays[0]["replayed"] >= m["lost_n"]
     assert any(x["action"] == "aggregate" for x in result["fixes"])
@@ -176,10 +177,9 @@ def test_troubleshoot_finds_the_problems_and_fills_what_the_gateway_holds(broken
     assert {g["data-meter"] for g in page.elements("g", "data-meter")} == set(UNITS)
     assert job["id"] in (folder.parent / "index.html").read_text()
 
-    # A second run over the same window: the filled gap is gone and nothing is left to fix.
+    # A second run over the same window: nothing left that a gateway holds, nothing to fix.
     again = troubleshoot(tmp_path, m["since"])["set_stats"]["data_troubleshoot"]
     assert again["fixes"] == []
     assert not [f for f in again["findings"]
                 if f["id"] == "data.gap" and f["location"] != "nowhere"]
-    assert not [f for f in by(again["findings"], "data.gap", LOST)
-                if within(f, parse(m["lost"][0]), parse(m["lost"][1]))]
+    assert count(LOST, *m["lost"]) == m["lost_n"]

@@ -69,7 +69,7 @@ def analyse():
         pg.psql("INSERT INTO readings (meter_id, ts, kwh, voltage, current, power, gateway_id)"
                 f" VALUES {values}", database="ems")
 
-        def run(since: str = "", until: str = "") -> dict:
+        def run(since: str = "", until: str = "", ranges: list | None = None) -> dict:
             meters = F.meters_spec([{"gateway_id": "gw1", "poll_interval_s": STEP,
                                      "meters": ["ok", "gap", "reset", "spike", "stuck", "dip"]}],
                                    [], 900, 1000, {"ok": 50000})
@@ -78,7 +78,7 @@ def analyse():
                           "-f", "-", "-v", "owner=ems", "-v", f"meters={json.dumps(meters)}",
                           "-v", "gap_factor=1.5", "-v", "dip_reset_pct=10",
                           "-v", "stuck_min_readings=3", "-v", f"since={since}",
-                          "-v", f"until={until}",
+                          "-v", f"until={until}", "-v", f"ranges={json.dumps(ranges or [])}",
                           input_text=(ROLE / "files/analyse.sql").read_text())
             return json.loads(out.strip().splitlines()[-1])
 
@@ -104,6 +104,14 @@ def test_a_gap_is_named_with_its_range_and_counts_against_completeness(analyse):
                             "to": iso(T0 + timedelta(seconds=STEP * 40)),
                             "seconds": 660.0, "missing": 10}]
     assert gap["days"][0]["samples"] == 110 and gap["days"][0]["pct"] == 91.7
+
+
+def test_ranges_are_counted_for_the_proof_of_a_fix(analyse):
+    until = iso(T0 + timedelta(seconds=STEP * 120))
+    gap = analyse(until=until)["meters"]["gap"]["gaps"][0]
+    ranges = [{"meter_id": m, "from": gap["from"], "to": gap["to"]} for m in ("gap", "ok")]
+    counted = analyse(until=until, ranges=ranges)["ranges"]
+    assert [(r["meter_id"], r["readings"]) for r in counted] == [("gap", 0), ("ok", 10)]
 
 
 def test_reset_dip_spike_and_stuck_on_their_meters(analyse):
@@ -138,6 +146,8 @@ def test_report_says_where_a_gap_is_and_what_was_fixed(analyse):
     verified = json.loads(json.dumps(analysis))
     verified["meters"]["gap"]["gaps"] = []
     verified["meters"]["gap"]["days"][0]["pct"] = 100.0
+    verified["ranges"] = [{"meter_id": "gap", "from": gap["from"], "to": gap["to"],
+                           "readings": 10}]
     result = F.report("missing", analysis, verified, gateways, located, fixes, thresholds)
     found = {(f["id"], f["meter"]): f for f in result["findings"]}
     assert found[("data.gap", "gap")]["location"] == "gateway history"

@@ -11,6 +11,8 @@
 --   gap_factor           a step longer than gap_factor x interval_s is a gap
 --   dip_reset_pct        a counter drop below this percentage is a dip, at or above a reset
 --   stuck_min_readings   this many consecutive equal counters under load are a stuck meter
+--   ranges    JSON [{"meter_id", "from", "to"}]: readings counted in each (both ends exclusive),
+--             to prove a fix filled a gap ('[]' for none)
 \set ON_ERROR_STOP on
 SET ROLE :"owner";
 BEGIN TRANSACTION READ ONLY;
@@ -83,6 +85,12 @@ WITH params AS (
   FROM days d
 )
 SELECT json_build_object(
+  'ranges', (SELECT coalesce(json_agg(json_build_object(
+                'meter_id', g->>'meter_id', 'from', g->>'from', 'to', g->>'to',
+                'readings', (SELECT count(*) FROM readings x WHERE x.meter_id = g->>'meter_id'
+                               AND x.ts > (g->>'from')::timestamptz
+                               AND x.ts < (g->>'to')::timestamptz))), '[]')
+             FROM jsonb_array_elements(:'ranges'::jsonb) AS g),
   'window', (SELECT json_build_object('since', to_char(since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
                                       'until', to_char(until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
              FROM win),

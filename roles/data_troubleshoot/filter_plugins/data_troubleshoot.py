@@ -40,11 +40,6 @@ def gaps_of(analysis: dict, gateway_id: str | None) -> list[dict]:
             if info.get("gateway_id") == gateway_id for gap in info.get("gaps", [])]
 
 
-def _overlaps(gap: dict, gaps: list[dict]) -> bool:
-    start, end = _epoch(gap["from"]), _epoch(gap["to"])
-    return any(_epoch(g["from"]) < end and _epoch(g["to"]) > start for g in gaps)
-
-
 def _finding(meter: str | None, gateway: str | None, fid: str, severity: str, evidence: str,
              **data: Any) -> dict:
     return {"meter": meter, "gateway": gateway, "id": fid, "severity": severity,
@@ -104,17 +99,22 @@ def report(symptom: str, analysis: dict, verified: dict | None, gateways: dict[s
         for gap in loc.get("gaps", []):
             where[(gap["meter_id"], gap["from"], gap["to"])] = {"gateway": host, **gap}
     replayed_on = {f["gateway"] for f in fixes if f.get("action") == "replay"}
+    # Readings in each held gap's range after the fixes (the verification counts them).
+    counted = {(r["meter_id"], r["from"], r["to"]): r["readings"]
+               for r in (verified or {}).get("ranges", [])}
     findings: list[dict] = []
     meters_out: dict[str, dict] = {}
     for meter, info in sorted((analysis.get("meters") or {}).items()):
         after = (final.get("meters") or {}).get(meter, info)
         host = by_gateway_id.get(info.get("gateway_id"))
+        seen = set()
         for gap in info.get("gaps", []):
-            loc = where.get((meter, gap["from"], gap["to"]), {})
+            key = (meter, gap["from"], gap["to"])
+            seen.add(key)
+            loc = where.get(key, {})
             history, waiting = loc.get("history", 0), loc.get("waiting", 0)
             place = ("gateway history" if history else "gateway spool" if waiting
                      else "nowhere")
-            still = _overlaps(gap, after.get("gaps", [])) if verified else True
             f = _finding(meter, host, "data.gap", WARN,
                          f"{meter}: no readings from {gap['from']} to {gap['to']} "
                          f"({gap['seconds']} s, about {gap['missing']} missing); readings in "
@@ -124,12 +124,29 @@ def report(symptom: str, analysis: dict, verified: dict | None, gateways: dict[s
                          location=place, history=history, waiting=waiting)
             if place == "nowhere":
                 f["fix"] = "none: the gateway holds no readings of this range (not read)"
-            elif host in replayed_on or waiting:
-                f["fix"] = ("filled from the gateway" if not still
-                            else "sent again from the gateway, not yet all in the database")
-                f["fixed"] = not still
-                f["severity"] = OK if not still else WARN
+            elif key in counted and (host in replayed_on or waiting):
+                now_in = counted[key]
+                f["readings_after"] = now_in
+                f["fixed"] = now_in >= history + waiting
+                f["fix"] = (f"filled from the gateway: {now_in} readings now in the range"
+                            if f["fixed"] else
+                            f"sent again from the gateway: {now_in} of {history + waiting} "
+                            "readings in the database so far")
+                f["severity"] = OK if f["fixed"] else WARN
+            else:
+                f["fix"] = "not applied (fixes off): replay from the gateway would fill it"
             findings.append(f)
+        # Gaps that show only after a fix, inside a filled one: read by no gateway.
+        for gap in after.get("gaps", []) if verified else []:
+            if (meter, gap["from"], gap["to"]) not in seen:
+                findings.append(_finding(
+                    meter, host, "data.gap", WARN,
+                    f"{meter}: no readings from {gap['from']} to {gap['to']} "
+                    f"({gap['seconds']} s, about {gap['missing']} missing), left after the "
+                    "gateway sent what it held; readings nowhere",
+                    **{"from": gap["from"], "to": gap["to"]}, missing=gap["missing"],
+                    location="nowhere", history=0, waiting=0,
+                    fix="none: the gateway holds no readings of this range (not read)"))
         for day in info.get("days", []):
             if day["pct"] is not None and day["pct"] < thresholds["completeness_min_pct"]:
                 after_day = next((d for d in after.get("days", []) if d["day"] == day["day"]),
