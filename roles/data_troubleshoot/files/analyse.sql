@@ -76,13 +76,16 @@ WITH params AS (
   FROM meter k, win,
        generate_series(date_trunc('day', win.since AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
                        win.until - interval '1 microsecond', interval '1 day') AS d(day)
+), day_counts AS (
+  SELECT meter_id, date_trunc('day', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day,
+         count(*)::int AS samples
+  FROM r GROUP BY 1, 2
 ), completeness AS (
   SELECT d.meter_id, d.day, d.from_ts, d.to_ts,
          -- Whole intervals only: a window's partial first and last intervals expect nothing.
          floor(extract(epoch FROM d.to_ts - d.from_ts) / d.interval_s)::int AS expected,
-         (SELECT count(*) FROM r WHERE r.meter_id = d.meter_id
-            AND r.ts >= d.from_ts AND r.ts < d.to_ts)::int AS samples
-  FROM days d
+         coalesce(c.samples, 0) AS samples
+  FROM days d LEFT JOIN day_counts c USING (meter_id, day)
 )
 SELECT json_build_object(
   'ranges', (SELECT coalesce(json_agg(json_build_object(
