@@ -76,7 +76,7 @@ def analyse():
             out = pg._run(str(pg.bindir / "psql"), "-X", "-A", "-t", "-q", "-h",
                           str(pg.socket_dir), "-p", str(pg.port), "-U", "postgres", "-d", "ems",
                           "-f", "-", "-v", "owner=ems", "-v", f"meters={json.dumps(meters)}",
-                          "-v", "gap_factor=1.5", "-v", "dip_reset_pct=10",
+                          "-v", "gap_factor=1.5", "-v", "dip_reset_pct=10", "-v", "max_days=31",
                           "-v", "stuck_min_readings=3", "-v", f"since={since}",
                           "-v", f"until={until}", "-v", f"ranges={json.dumps(ranges or [])}",
                           input_text=(ROLE / "files/analyse.sql").read_text())
@@ -186,3 +186,10 @@ def test_data_report_html_draws_each_meters_timeline(tmp_path, analyse):
         "gap", "reset", "spike", "stuck", "dip"}
     assert json.loads((folder / "report.json").read_text())["symptom"] == "inaccurate"
     assert "j1" in (tmp_path / "s1" / "index.html").read_text()
+
+
+def test_a_window_longer_than_the_maximum_is_moved_up(analyse):
+    until = T0 + timedelta(hours=2)
+    result = analyse(since="2018-01-01T00:00:00Z", until=iso(until))
+    assert result["window"]["since"] == iso(until - timedelta(days=31))
+    assert len(result["meters"]["ok"]["days"]) == 32

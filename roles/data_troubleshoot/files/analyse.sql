@@ -10,6 +10,7 @@
 --   meters    JSON [{"meter_id", "gateway_id", "interval_s", "max_power_kw"}]
 --   gap_factor           a step longer than gap_factor x interval_s is a gap
 --   dip_reset_pct        a counter drop below this percentage is a dip, at or above a reset
+--   max_days  the longest window: an earlier `since` is moved up to `until` - max_days
 --   stuck_min_readings   this many consecutive equal counters under load are a stuck meter
 --   ranges    JSON [{"meter_id", "from", "to"}]: readings counted in each (both ends exclusive),
 --             to prove a fix filled a gap ('[]' for none)
@@ -21,7 +22,7 @@ WITH params AS (
          :'dip_reset_pct'::float8 AS dip_reset_pct,
          :'stuck_min_readings'::int AS stuck_min_readings,
          coalesce(nullif(:'until', '')::timestamptz, now()) AS until,
-         nullif(:'since', '')::timestamptz AS since
+         nullif(:'since', '')::timestamptz AS since, :'max_days'::int AS max_days
 ), meter AS (
   SELECT m->>'meter_id' AS meter_id, m->>'gateway_id' AS gateway_id,
          (m->>'interval_s')::float8 AS interval_s, (m->>'max_power_kw')::float8 AS max_power_kw
@@ -29,11 +30,12 @@ WITH params AS (
 ), win AS (
   -- The first reading of each meter through the primary key (meter_id, ts): no scan.
   SELECT p.until,
-         coalesce(p.since, greatest(p.until - interval '24 hours',
-                                    (SELECT min(f.ts) FROM meter k, LATERAL (
-                                       SELECT ts FROM readings r WHERE r.meter_id = k.meter_id
-                                       ORDER BY ts LIMIT 1) f),
-                                    p.until - interval '24 hours')) AS since
+         greatest(coalesce(p.since, greatest(p.until - interval '24 hours',
+                                             (SELECT min(f.ts) FROM meter k, LATERAL (
+                                                SELECT ts FROM readings r
+                                                WHERE r.meter_id = k.meter_id
+                                                ORDER BY ts LIMIT 1) f))),
+                  p.until - make_interval(days => p.max_days)) AS since
   FROM params p
 ), r AS (
   SELECT r.meter_id, r.ts, r.kwh, r.power, r.gateway_id,
