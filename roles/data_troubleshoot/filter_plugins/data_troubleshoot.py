@@ -8,6 +8,9 @@ from typing import Any
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 RANK = {OK: 0, WARN: 1, FAIL: 2}
+# Gaps a gateway is asked about in one run: they travel on its script's command line, which
+# holds at most 128 KiB per argument (the rest are reported as not looked up).
+MAX_LOCATE = 500
 
 
 def _epoch(text: str | None) -> float | None:
@@ -37,7 +40,8 @@ def gaps_of(analysis: dict, gateway_id: str | None) -> list[dict]:
     """The gaps of the meters `gateway_id` polls, as `ems-gateway-data locate` takes them."""
     return [{"meter_id": meter, "from": gap["from"], "to": gap["to"]}
             for meter, info in sorted((analysis.get("meters") or {}).items())
-            if info.get("gateway_id") == gateway_id for gap in info.get("gaps", [])]
+            if info.get("gateway_id") == gateway_id
+            for gap in info.get("gaps", [])][:MAX_LOCATE]
 
 
 def _finding(meter: str | None, gateway: str | None, fid: str, severity: str, evidence: str,
@@ -111,19 +115,22 @@ def report(symptom: str, analysis: dict, verified: dict | None, gateways: dict[s
         for gap in info.get("gaps", []):
             key = (meter, gap["from"], gap["to"])
             seen.add(key)
-            loc = where.get(key, {})
-            history, waiting = loc.get("history", 0), loc.get("waiting", 0)
-            place = ("gateway history" if history else "gateway spool" if waiting
-                     else "nowhere")
+            loc = where.get(key)
+            history, waiting = (loc or {}).get("history", 0), (loc or {}).get("waiting", 0)
+            place = ("unknown" if loc is None else "gateway history" if history
+                     else "gateway spool" if waiting else "nowhere")
             f = _finding(meter, host, "data.gap", WARN,
                          f"{meter}: no readings from {gap['from']} to {gap['to']} "
                          f"({gap['seconds']} s, about {gap['missing']} missing); readings in "
                          f"{place}" + (f" ({history} in history, {waiting} waiting)"
-                                       if place != "nowhere" else ""),
+                                       if history or waiting else ""),
                          **{"from": gap["from"], "to": gap["to"]}, missing=gap["missing"],
                          location=place, history=history, waiting=waiting)
             if place == "nowhere":
                 f["fix"] = "none: the gateway holds no readings of this range (not read)"
+            elif place == "unknown":
+                f["fix"] = (f"not looked up: its gateway is not in the run, or it has more than "
+                            f"{MAX_LOCATE} gaps (narrow the window or the meters)")
             elif key in counted and (host in replayed_on or waiting):
                 now_in = counted[key]
                 f["readings_after"] = now_in
