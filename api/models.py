@@ -87,6 +87,10 @@ class RepairNetworkParameters(Input):
 class TroubleshootDataParameters(Input):
     symptom: Literal["missing", "inaccurate", "abnormal_collection"]
     meters: list[Ident] = Field(default_factory=list, max_length=256)
+    since: AwareDatetime | None = Field(
+        default=None, description="window start; default: the last 24 hours or since the first "
+                                  "reading, whichever is shorter")
+    until: AwareDatetime | None = Field(default=None, description="window end; default: now")
 
 
 class ReinstallParameters(Input):
@@ -114,6 +118,8 @@ ROLE_INPUTS: dict[str, dict[str, str]] = {
     "troubleshoot_data": {
         "symptom": "data_troubleshoot_symptom",
         "meters": "data_troubleshoot_meters",
+        "since": "data_troubleshoot_since",
+        "until": "data_troubleshoot_until",
     },
     "reinstall": {"snapshot": "reinstall_snapshot"},
     "upgrade": {

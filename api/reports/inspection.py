@@ -104,8 +104,8 @@ def _env() -> Environment:
                        autoescape=select_autoescape(["html", "html.j2"]))
 
 
-def render_html(report: dict) -> str:
-    return _env().get_template("inspection_report.html.j2").render(report=report)
+def render_html(report: dict, template: str = "inspection_report.html.j2") -> str:
+    return _env().get_template(template).render(report=report)
 
 
 def _safe(name: str) -> str:
@@ -132,14 +132,15 @@ def load_reports(folder: Path) -> list[dict]:
     return sorted(out, key=lambda r: r.get("generated") or "", reverse=True)
 
 
-def write_report(reports_dir: Path, report: dict) -> Path:
-    """Write <site>/<id>/report.json and report.html, then the site's index; returns the folder."""
+def write_report(reports_dir: Path, report: dict, *, kind: str = "inspection") -> Path:
+    """Write <site>/<id>/report.json and report.html, then the site's index; returns the folder.
+    `kind` names the templates (`<kind>_report.html.j2`, `<kind>_index.html.j2`)."""
     folder = site_dir(reports_dir, report["site"]) / _safe(report["id"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (folder / "report.html").write_text(render_html(report))
+    (folder / "report.html").write_text(render_html(report, f"{kind}_report.html.j2"))
     index = folder.parent / "index.html"
-    index.write_text(_env().get_template("inspection_index.html.j2").render(
+    index.write_text(_env().get_template(f"{kind}_index.html.j2").render(
         site=report["site"], reports=load_reports(folder.parent)))
     return folder
 

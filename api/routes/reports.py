@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from api import jobs as service
 from api.deps import Allow, Caller, Ctx, JobsCaller
 from api.models import ErrorBody, InspectionReportOut, SignoffRequest
+from api.reports import data as data_report
 from api.reports import inspection
 from api.tokens import Role
 
@@ -24,7 +25,7 @@ EngineerCaller = Annotated[Caller, Depends(Allow(Role.ENGINEER))]
     responses={
         200: {"content": {"text/html": {}}, "description": "JSON, or HTML with format=html "
                                                            "or Accept: text/html"},
-        404: {"model": ErrorBody, "description": "no such job, or not an inspection"},
+        404: {"model": ErrorBody, "description": "no such job, or a job without a report"},
         409: {"model": ErrorBody, "description": "the job has not ended yet"},
     },
 )
@@ -35,10 +36,17 @@ def get_report(
     ctx: Ctx,
     format: Annotated[str | None, Query(pattern="^(json|html)$")] = None,  # noqa: A002
 ):
-    """The inspection report of an ended inspect job (manual ones: awaiting_signoff or signed)."""
-    report = inspection.job_report(ctx, service.visible_job(ctx, job_id, caller))
+    """The report of an ended job: an inspect job's inspection report (manual ones:
+    awaiting_signoff or signed), a troubleshoot_data job's data report."""
+    job = service.visible_job(ctx, job_id, caller)
     wants_html = format == "html" or (
         format is None and "text/html" in request.headers.get("accept", ""))
+    if job["service"] == "troubleshoot_data":
+        report = data_report.job_report(ctx, job)
+        if wants_html:
+            return HTMLResponse(data_report.render_html(report))
+        return JSONResponse(report)
+    report = inspection.job_report(ctx, job)
     if wants_html:
         return HTMLResponse(inspection.render_html(report))
     return InspectionReportOut(**report)
