@@ -1,16 +1,17 @@
-"""Issue 3 on real hosts: a wiped host comes back from its backup (playbooks/reinstall.yml)."""
+"""Issue 3 on real hosts: a wiped host comes back from its backup (playbooks/reinstall.yml).
+
+The application host's reinstall (recorded version, configuration folder, a license edited on the
+host) is proven once, in the moved layout (test_moved_layout.py); the database host's here too,
+in the default layout, with the gateway's outage spool."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 from labkit import (
     address,
-    emsops,
     http_json,
-    inventory_path,
     lab_ssh,
     layout,
     psql_command,
@@ -69,36 +70,6 @@ def test_wiped_db_gets_every_snapshot_reading_back_and_the_outage_spool(lab_site
     assert int(spooled.stdout) == 8, "readings taken during the outage did not all arrive"
     lost = at_wipe - readings()
     assert not lost, f"{len(lost)} confirmed readings lost, e.g. {sorted(lost)[:5]}"
-
-
-def _sha(path: str) -> str:
-    return lab_ssh("ems-app", f"sha256sum {path}").stdout.split()[0]
-
-
-def test_wiped_app_comes_back_with_its_recorded_version_config_and_license(lab_site):
-    # A license edited on the host: not what the inventory says, so only the snapshot has it.
-    app = layout("ems-app")
-    lab_ssh("ems-app", f"python3 -c \"import json; p='{app['ems_layout_license_file']}'; "
-                       "d=json.load(open(p)); d['expires']='2098-06-30'; "
-                       "open(p,'w').write(json.dumps(d))\"")
-    files = (app["ems_layout_config_file"], app["ems_layout_license_file"])
-    want = {f: _sha(f) for f in files}
-    run_playbook("backup.yml", "-l", "ems_app")
-    try:
-        manager.wipe("ems-app", log=lambda _m: None)
-        run_playbook("reinstall.yml", "-l", "ems-app")
-        newest = [s for s in json.loads(lab_ssh("ems-app", "ems-backup snapshots").stdout)
-                  if "kind=files" in s["tags"]][-1]
-        recorded = next(t.split("=", 1)[1] for t in newest["tags"] if t.startswith("version="))
-        health = http_json(f"http://{address('ems-app')}:{app['ems_layout_platform_port']}/health")
-        assert health["status"] == "ok" and health["version"] == recorded
-        assert health["license"]["expires"] == "2098-06-30"
-        assert {f: _sha(f) for f in files} == want
-        verify = emsops("verify", "-i", str(inventory_path()), "--limit", "ems-app", "--json")
-        assert verify.returncode == 0, verify.stdout[-3000:]
-        assert json.loads(verify.stdout)["hosts"]["ems-app"]["checks"] > 0
-    finally:
-        run_playbook("site.yml", "-l", "ems-app")  # back to the inventory's license
 
 
 def test_reinstall_refuses_a_host_that_is_not_bare(lab_site):
