@@ -1,0 +1,101 @@
+"""Issue 12 on real hosts (systemd-networkd): a gateway is re-addressed into the second subnet with
+a commit-confirmed change and back, through the one launcher; a change the controller cannot
+confirm reverts by itself, the run fails saying so and the host's fingerprint is as before.
+
+Each run's inventory is the lab's with the addresses an engineer would give: `ansible_host` where
+the host is now, `network_repair_address` where it must be (a short revert window)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from labkit import address, inventory_path, lab_ssh
+
+from api.launch import run_job, stdout_of
+from api.settings import Settings
+from lab import config, faults
+from lab.fingerprint import diff, fingerprint
+
+pytestmark = pytest.mark.lab
+GW = "ems-gw1"
+REVERT_S = 20
+OLD = address(GW)
+NEW = f"{config.SUBNET2_PREFIX}.{OLD.rsplit('.', 1)[1]}"
+# On the bridge but in no subnet the controller has an address in: a change it cannot confirm.
+UNREACHABLE = f"{OLD.rsplit('.', 2)[0]}.{int(OLD.split('.')[2]) + 200}.{OLD.rsplit('.', 1)[1]}"
+
+
+@pytest.fixture
+def site_inventory(lab_site, tmp_path) -> Iterator:
+    """Writes an inventory of the lab site beside the lab's (so its group_vars apply) where GW
+    is at `now` and must be at `target`."""
+    written: list[Path] = []
+
+    def write(now: str, target: str) -> Path:
+        inv = yaml.safe_load(inventory_path().read_text())
+        for group in inv["all"]["children"].values():
+            if GW in group.get("hosts", {}):
+                group["hosts"][GW] = {
+                    "ansible_host": now,
+                    "network_repair_address": {"address": f"{target}/{config.PREFIX_LEN}"},
+                    "network_repair_revert_after_s": REVERT_S,
+                }
+        path = inventory_path().with_name(f"test-network-repair-{len(written)}.yml")
+        path.write_text(yaml.safe_dump(inv, sort_keys=False))
+        written.append(path)
+        return path
+
+    yield write
+    for path in written:
+        path.unlink(missing_ok=True)
+
+
+def repair(inventory: Path, settings: Settings) -> dict:
+    return run_job("repair_network", inventory, limit=GW, parameters={"issue": "lan_change"},
+                   settings=settings)
+
+
+def holders(ip: str) -> set[str]:
+    """The MACs answering ARP for `ip` on the lab bridge."""
+    return faults.arp_macs(ip)
+
+
+def test_a_gateway_moves_to_the_second_subnet_confirmed_and_back(site_inventory, tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    mac = holders(OLD)
+    assert len(mac) == 1 and not holders(NEW)
+
+    moved = repair(site_inventory(OLD, NEW), settings)
+    assert moved["state"] == "succeeded", (moved["error"], stdout_of(moved, settings)[-3000:])
+    stats = moved["set_stats"]
+    assert stats["network_repair_inventory"] == {GW: NEW}
+    assert stats["network_repair"][GW]["changed"] and stats["network_repair"][GW]["planned"]
+    assert stats["network_repair"][GW]["backend"] == "networkd"
+    # The same machine answers on its new address only; no revert is left armed.
+    assert holders(NEW) == mac and not holders(OLD)
+
+    back = repair(site_inventory(NEW, OLD), settings)
+    assert back["state"] == "succeeded", (back["error"], stdout_of(back, settings)[-3000:])
+    assert back["set_stats"]["network_repair_inventory"] == {GW: OLD}
+    assert holders(OLD) == mac and not holders(NEW)
+    units = lab_ssh(GW, "systemctl list-units --all --plain --no-legend 'emsops-network-*'").stdout
+    assert units.strip() == ""
+
+
+def test_a_change_the_controller_cannot_confirm_reverts_by_itself(site_inventory, tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    before = fingerprint(GW)
+    mac = holders(OLD)
+
+    job = repair(site_inventory(OLD, UNREACHABLE), settings)
+    assert job["state"] == "failed"
+    out = stdout_of(job, settings)
+    assert f"could not confirm the change to {UNREACHABLE}/{config.PREFIX_LEN}" in out, out[-3000:]
+    assert f"the host reverted by itself to {OLD}" in out, out[-3000:]
+    assert job["set_stats"].get("network_repair_inventory", {}) == {}
+    # Back where it was, by itself: its address, its files and its units as before the run.
+    assert holders(OLD) == mac and not holders(UNREACHABLE)
+    assert diff(before, fingerprint(GW)) == []
