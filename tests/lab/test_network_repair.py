@@ -7,6 +7,7 @@ the host is now, `network_repair_address` where it must be (a short revert windo
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,8 +56,8 @@ def site_inventory(lab_site, tmp_path) -> Iterator:
         path.unlink(missing_ok=True)
 
 
-def repair(inventory: Path, settings: Settings) -> dict:
-    return run_job("repair_network", inventory, limit=GW, parameters={"issue": "lan_change"},
+def repair(inventory: Path, settings: Settings, issue: str) -> dict:
+    return run_job("repair_network", inventory, limit=GW, parameters={"issue": issue},
                    settings=settings)
 
 
@@ -65,21 +66,36 @@ def holders(ip: str) -> set[str]:
     return faults.arp_macs(ip)
 
 
-def test_a_gateway_moves_to_the_second_subnet_confirmed_and_back(site_inventory, tmp_path):
+def test_a_gateway_in_an_ip_conflict_moves_to_the_second_subnet_confirmed_and_back(
+        site_inventory, tmp_path):
     settings = Settings(data_dir=tmp_path)
     mac = holders(OLD)
     assert len(mac) == 1 and not holders(NEW)
-
-    moved = repair(site_inventory(OLD, NEW), settings)
+    faults.inject(GW, "ip-conflict")
+    # As the engineer does on such a site: a static ARP entry for the gateway's own MAC, or the
+    # controller's SSH lands on the intruder (which refuses it).
+    pin = ["ip", "neigh", "replace", OLD, "lladdr", next(iter(mac)), "dev", config.BRIDGE,
+           "nud", "permanent"]
+    try:
+        intruder = holders(OLD) - mac
+        assert len(intruder) == 1
+        subprocess.run(pin, check=True)
+        moved = repair(site_inventory(OLD, NEW), settings, "ip_conflict")
+    finally:
+        subprocess.run(["ip", "neigh", "del", OLD, "dev", config.BRIDGE], check=False)
+        faults.clear(GW)
     assert moved["state"] == "succeeded", (moved["error"], stdout_of(moved, settings)[-3000:])
     stats = moved["set_stats"]
+    report = stats["network_repair"][GW]
     assert stats["network_repair_inventory"] == {GW: NEW}
-    assert stats["network_repair"][GW]["changed"] and stats["network_repair"][GW]["planned"]
-    assert stats["network_repair"][GW]["backend"] == "networkd"
+    assert report["changed"] and report["planned"] and report["backend"] == "networkd"
+    # The report names the device that holds the old address (the customer's, never touched).
+    assert report["conflict"]["duplicate"] and set(report["conflict_macs"]) == intruder
+    assert report["target_free"]["tested"] and not report["target_free"]["duplicate"]
     # The same machine answers on its new address only; no revert is left armed.
     assert holders(NEW) == mac and not holders(OLD)
 
-    back = repair(site_inventory(NEW, OLD), settings)
+    back = repair(site_inventory(NEW, OLD), settings, "lan_change")
     assert back["state"] == "succeeded", (back["error"], stdout_of(back, settings)[-3000:])
     assert back["set_stats"]["network_repair_inventory"] == {GW: OLD}
     assert holders(OLD) == mac and not holders(NEW)
@@ -92,7 +108,7 @@ def test_a_change_the_controller_cannot_confirm_reverts_by_itself(site_inventory
     before = fingerprint(GW)
     mac = holders(OLD)
 
-    job = repair(site_inventory(OLD, UNREACHABLE), settings)
+    job = repair(site_inventory(OLD, UNREACHABLE), settings, "lan_change")
     assert job["state"] == "failed"
     out = stdout_of(job, settings)
     assert f"could not confirm the change to {UNREACHABLE}/{config.PREFIX_LEN}" in out, out[-3000:]
