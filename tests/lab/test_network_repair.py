@@ -101,6 +101,12 @@ def test_a_gateway_in_an_ip_conflict_moves_to_the_second_subnet_confirmed_and_ba
     assert holders(OLD) == mac and not holders(NEW)
     units = lab_ssh(GW, "systemctl list-units --all --plain --no-legend 'emsops-network-*'").stdout
     assert units.strip() == ""
+    # A host already where the inventory says: diagnosed, nothing planned, nothing changed.
+    again = repair(site_inventory(OLD, OLD), settings, "lan_change")
+    assert again["state"] == "succeeded", (again["error"], stdout_of(again, settings)[-3000:])
+    assert not again["set_stats"]["network_repair"][GW]["planned"]
+    assert again["set_stats"].get("network_repair_inventory", {}) == {}
+    assert again["host_stats"][GW]["changed"] == 0
 
 
 def test_a_change_the_controller_cannot_confirm_reverts_by_itself(site_inventory, tmp_path):
