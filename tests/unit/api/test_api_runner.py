@@ -140,6 +140,7 @@ def test_a_network_repair_is_judged_by_its_report_not_by_the_host_suites(api, ve
     # the suites would fail a moved host; the playbook confirmed each change itself.
     verifier.failing.add("app1")
     api.contract()
+    api.guarantee("T-1", "repair_network")  # a value-added service: paid (guaranteed) first
     job = api.wait(post_job(api, "repair_network", limit="app1",
                             parameters={"issue": "lan_change"}))
     assert (job["state"], job["verdict"]) == ("succeeded", 1), job
