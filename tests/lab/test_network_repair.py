@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from labkit import address, inventory_path, lab_ssh
+from labkit import address, inventory_path, lab_ssh, run_playbook
 
 from api.launch import run_job, stdout_of
 from api.settings import Settings
@@ -107,6 +107,14 @@ def test_a_gateway_in_an_ip_conflict_moves_to_the_second_subnet_confirmed_and_ba
     assert not again["set_stats"]["network_repair"][GW]["planned"]
     assert again["set_stats"].get("network_repair_inventory", {}) == {}
     assert again["host_stats"][GW]["changed"] == 0
+
+
+def test_check_mode_diagnoses_and_changes_nothing(site_inventory):
+    before, mac = fingerprint(GW), holders(OLD)
+    run_playbook("repair_network.yml", "--check", "-l", GW, "-e", "network_repair_issue=lan_change",
+                 inventory=site_inventory(OLD, NEW))
+    assert holders(OLD) == mac and not holders(NEW)
+    assert [d for d in diff(before, fingerprint(GW)) if not d.startswith(LOGIN_RECORDS)] == []
 
 
 def test_a_change_the_controller_cannot_confirm_reverts_by_itself(site_inventory, tmp_path):
