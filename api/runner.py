@@ -51,6 +51,9 @@ FLUSH_S = 0.5
 SELF_VERIFYING: dict[str, Callable[[dict], bool]] = {
     "drill": lambda stats: bool((stats.get("drill") or {}).get("ok")),
     "inspect": lambda stats: bool(stats.get("inspection")),
+    # A network repair confirms each change itself, over the new address; the stored inventory
+    # names the old ones until the engineer writes in those the report lists.
+    "repair_network": lambda stats: bool(stats.get("network_repair")),
 }
 
 

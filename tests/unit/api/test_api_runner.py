@@ -135,6 +135,20 @@ def test_an_inspection_is_judged_by_its_report_not_by_the_host_suites(api, verif
     assert verifier.calls == []
 
 
+def test_a_network_repair_is_judged_by_its_report_not_by_the_host_suites(api, verifier):
+    # The stored inventory names the old addresses until the engineer writes in the new ones:
+    # the suites would fail a moved host; the playbook confirmed each change itself.
+    verifier.failing.add("app1")
+    api.contract()
+    api.guarantee("T-1", "repair_network")  # a value-added service: paid (guaranteed) first
+    job = api.wait(post_job(api, "repair_network", limit="app1",
+                            parameters={"issue": "lan_change"}))
+    assert (job["state"], job["verdict"]) == ("succeeded", 1), job
+    assert job["verification"]["by"] == "playbook"
+    assert set(job["set_stats"]["network_repair"]) == {"app1"}
+    assert verifier.calls == []
+
+
 def test_restart_after_a_crash_recovers(make_api, queue_job):
     """A job left running by a dead process (its row and locks as the crash left them)."""
     ids = {"T-1": queue_job(ticket="T-1", host="app1", state="running")}
