@@ -69,9 +69,14 @@ def versions() -> dict[str, tuple[int, str]]:
 
 
 def deploy_release(version: str) -> None:
-    """The engineer's deliberate downgrade with site.yml (its release part), until healthy."""
+    """The engineer's deliberate downgrade with site.yml (its release part), then the release's
+    own migrations (a no-op unless a failed run left the schema behind), until healthy."""
     run_playbook("site.yml", "--limit", "ems_app:ems_gateways", "--tags", "ems_release",
                  "-e", f"ems_release_version={version}", "-e", "ems_release_allow_downgrade=true")
+    app = layout("ems-app")
+    lab_ssh("ems-app", f"cd {app['ems_layout_root']}/current && PYTHONPATH=$PWD "
+            f"{app['ems_layout_python']} -m kangpai_ems.migrate --config "
+            f"{app['ems_layout_config_file']}")
     healthy = {"ems-app": (200, version), "ems-gw1": (200, version)}
     wait_for(lambda: versions() == healthy, 60, f"the site healthy on {version}")
 
@@ -85,9 +90,12 @@ def tagged_snapshot_hosts(tag: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def site(lab_site) -> Path:
-    """The lab site on its inventory's release, with the backup tooling that can tag a run."""
-    script = layout("ems-app")["ems_layout_backup_script"]
-    if lab_ssh("ems-app", f"grep -q -- '--tag KEY=VALUE' {script}", check=False).returncode:
+    """The lab site on its inventory's release, every EMS host with the backup tooling that can
+    tag a run (another test may have rebuilt a host without it)."""
+    def lacks_tooling(host: str) -> bool:
+        script = layout(host)["ems_layout_backup_script"]
+        return bool(lab_ssh(host, f"grep -q -- '--tag KEY=VALUE' {script}", check=False).returncode)
+    if any(lacks_tooling(host) for host in EMS_HOSTS):
         run_playbook("backup.yml")
     return lab_site
 
