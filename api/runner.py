@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from api.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
-Verifier = Callable[[Path, "str | None"], dict]
+Verifier = Callable[[Path, "str | None", Mapping[str, str]], dict]
 STAT_KEYS = ("ok", "changed", "dark", "failures", "ignored", "processed", "rescued", "skipped")
 KEPT_ARTIFACTS = ("rc", "status", "stdout", "stderr")
 # Events are stored in batches: at most this many, held at most about this long (ansible-runner
@@ -57,12 +57,36 @@ SELF_VERIFYING: dict[str, Callable[[dict], bool]] = {
 }
 
 
-def default_verifier(inventory: Path, limit: str | None) -> dict:
+
+def _upgraded_release(stats: dict) -> dict[str, str]:
+    report = stats.get("patch_upgrade") or {}
+    if report.get("result") in ("upgraded", "already at") and report.get("to"):
+        return {"ems_release_version": str(report["to"])}
+    return {}
+
+
+# What a successful run changed on purpose, over the inventory's values, from its set_stats: the
+# host suites expect these (an upgraded site runs the target while the inventory still names the
+# release it had: the report tells the engineer to update it).
+EXPECTED_CHANGES: dict[str, Callable[[dict], dict[str, str]]] = {
+    "upgrade": _upgraded_release,
+}
+
+
+def default_verifier(inventory: Path, limit: str | None, expect: Mapping[str, str]) -> dict:
     """The testinfra suites of tests/hosts/, run by api.verify (imported late: it is optional
     until the lab exists and pulls in pytest)."""
     from api.verify import run_verification
 
-    return run_verification(inventory, limit)
+    return run_verification(inventory, limit, expect)
+
+
+def observed_version(verification: dict) -> str | None:
+    """The one release the verified hosts report running (None when none reports one, or when
+    they disagree: a site half on one release has no single installed version)."""
+    versions = {v["observed"]["version"] for v in (verification.get("hosts") or {}).values()
+                if (v.get("observed") or {}).get("version")}
+    return versions.pop() if len(versions) == 1 else None
 
 
 class _Unsafe(str):
@@ -533,7 +557,9 @@ class JobRunner:
                 "hosts": {},
             }
         else:
-            verification = self._verify(Path(job["inventory"]), ",".join(job["hosts"]))
+            expect = EXPECTED_CHANGES.get(job["service"], lambda _stats: {})(final["set_stats"])
+            verification = self._verify(Path(job["inventory"]), ",".join(job["hosts"]), expect)
+            self._record_installed_version(job, verification)
         verdict = bool(verification.get("ok"))
         failing = sorted(h for h, r in (verification.get("hosts") or {}).items() if not r.get("ok"))
         return {
@@ -550,9 +576,19 @@ class JobRunner:
             return "the playbook's own verification did not pass (its set_stats say so)"
         return "verification failed on: " + (", ".join(failing) or "?")
 
-    def _verify(self, inventory: Path, limit: str) -> dict:
+    def _record_installed_version(self, job: dict, verification: dict) -> None:
+        """The site's record follows what its hosts report after a run, whatever changed them
+        (this job, or an engineer's hand run before it)."""
+        version = observed_version(verification)
+        if version is not None and self._store.record_installed_version(
+            customer_id=job["customer_id"], inventory=job["inventory"], version=version
+        ):
+            log.info("site of %s now on record as running %s (job %s)", job["customer_id"],
+                     version, job["id"])
+
+    def _verify(self, inventory: Path, limit: str, expect: Mapping[str, str]) -> dict:
         try:
-            return self._verifier(inventory, limit)
+            return self._verifier(inventory, limit, expect)
         except Exception as exc:  # a broken verifier fails the verdict, never the API
             log.exception("verification crashed")
             return {"ok": False, "hosts": {}, "error": f"verification crashed: {exc}"}

@@ -379,6 +379,16 @@ class Store:
             )
             return tx.one("SELECT * FROM sites WHERE customer_id = ?", (customer_id,))
 
+    def record_installed_version(self, *, customer_id: str, inventory: str, version: str) -> bool:
+        """The version a site's hosts reported, when the site is still on record with the
+        inventory they were verified from; True when the record changed."""
+        with self.tx() as tx:
+            return tx.run(
+                "UPDATE sites SET installed_version = ?, updated_at = ? WHERE customer_id = ? "
+                "AND inventory = ? AND (installed_version IS NULL OR installed_version <> ?)",
+                (version, now(), customer_id, inventory, version),
+            ).rowcount > 0
+
     def get_site(self, customer_id: str) -> dict | None:
         with self.tx() as tx:
             return tx.one("SELECT * FROM sites WHERE customer_id = ?", (customer_id,))

@@ -82,6 +82,15 @@ def put_contract(
     )
 
 
+@router.get("/customers/{customer_id}/site", response_model=SiteOut, responses=NOT_FOUND)
+def get_site(customer_id: str, _: StaffCaller, ctx: Ctx) -> SiteOut:
+    """The site on record; its `installed_version` is what the hosts last reported."""
+    row = ctx.store.get_site(customer_id)
+    if row is None:
+        raise NotFound(f"customer {customer_id} has no site on record")
+    return SiteOut(**row)
+
+
 @router.put("/customers/{customer_id}/site", response_model=SiteOut, responses=NOT_FOUND)
 def put_site(customer_id: str, body: SiteIn, _: AdminCaller, ctx: Ctx) -> SiteOut:
     """The site's inventory, stored by its real path (it must lie in EMSOPS_INVENTORY_ROOT)."""

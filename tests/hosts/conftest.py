@@ -2,17 +2,24 @@
 
 Each suite module declares the inventory groups it describes with ``pytestmark =
 pytest.mark.groups(...)``; a host only runs the suites of its groups. When
-EMSOPS_VERIFY_REPORT is set, every result is written there for `emsops verify`.
+EMSOPS_VERIFY_REPORT is set, every result is written there for `emsops verify`, with what the
+host reported about itself (`record_property`, e.g. its running version) as `observed`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import ChainMap
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--expect", action="append", default=[], metavar="NAME=VALUE",
+                     help="a variable a run changed on purpose, expected over the inventory's")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,7 +71,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         name += "[" + ",".join(str(v) for v in params.values()) + "]"
     item.config._emsops_results.append({  # type: ignore[attr-defined]
         "host": host.backend.get_hostname(), "test": name,
-        "outcome": report.outcome, "message": message.splitlines()[0][:300] if message else ""})
+        "outcome": report.outcome, "message": message.splitlines()[0][:300] if message else "",
+        "observed": dict(report.user_properties)})
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -81,7 +89,9 @@ def site_vars(host, request: pytest.FixtureRequest) -> Mapping:
     What the host reports about itself is the evidence, never the expectation."""
     from api.layout import site_vars as expected
 
-    return expected(Path(request.config.option.ansible_inventory), host.backend.get_hostname())
+    changed = dict(pair.split("=", 1) for pair in request.config.option.expect)
+    return ChainMap(changed, expected(Path(request.config.option.ansible_inventory),
+                                      host.backend.get_hostname()))
 
 
 @pytest.fixture

@@ -22,8 +22,10 @@ def test_status_port_listens(host, site_vars):
     assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
-def test_collector_runs_the_expected_version(host, site_vars):
-    assert _health(host, site_vars)["version"] == site_vars["ems_release_version"]
+def test_collector_runs_the_expected_version(host, site_vars, record_property):
+    version = _health(host, site_vars)["version"]
+    record_property("version", version)
+    assert version == site_vars["ems_release_version"]
 
 
 def test_every_meter_was_read_recently(host, site_vars):

@@ -24,8 +24,10 @@ def test_http_port_listens(host, site_vars):
     assert host.socket(f"tcp://0.0.0.0:{site_vars['ems_layout_platform_port']}").is_listening
 
 
-def test_health_is_ok_with_the_expected_version(host, site_vars):
+def test_health_is_ok_with_the_expected_version(host, site_vars, record_property):
     health = http_json(host, _url(site_vars, "/health"))
+    if isinstance(health["body"], dict) and "version" in health["body"]:
+        record_property("version", health["body"]["version"])
     assert health["status"] == 200, f"/health answered {health['status']}: {health['body']}"
     assert health["body"]["version"] == site_vars["ems_release_version"]
     assert health["body"]["database"] == "ok"

@@ -1,7 +1,8 @@
-"""Issue 11 on real hosts: a patch upgrade within the minor line applies its migrations and keeps
-every reading; the broken patch 3.2.3 fails its health check and is rolled back by itself; every
-refusal changes nothing on any host (issue 9's fingerprints), and the same version is a no-op.
-The site ends on the release it started on."""
+"""Issue 11 on real hosts: a patch upgrade within the minor line, asked through the API (whose
+site record then follows the hosts), applies its migrations and keeps every reading; the broken
+patch 3.2.3 fails its health check and is rolled back by itself; every refusal changes nothing
+on any host (issue 9's fingerprints), and the same version is a no-op. The site ends on the
+release it started on."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from labapi import CUSTOMER, served
 from labkit import (
     RELEASES,
     address,
@@ -69,14 +71,11 @@ def versions() -> dict[str, tuple[int, str]]:
 
 
 def deploy_release(version: str) -> None:
-    """The engineer's deliberate downgrade with site.yml (its release part), then the release's
-    own migrations (a no-op unless a failed run left the schema behind), until healthy."""
+    """The engineer's deliberate downgrade with site.yml's release part (which applies the
+    release's own migrations: a no-op unless a failed run left the schema behind), until
+    healthy."""
     run_playbook("site.yml", "--limit", "ems_app:ems_gateways", "--tags", "ems_release",
                  "-e", f"ems_release_version={version}", "-e", "ems_release_allow_downgrade=true")
-    app = layout("ems-app")
-    lab_ssh("ems-app", f"cd {app['ems_layout_root']}/current && PYTHONPATH=$PWD "
-            f"{app['ems_layout_python']} -m kangpai_ems.migrate --config "
-            f"{app['ems_layout_config_file']}")
     healthy = {"ems-app": (200, version), "ems-gw1": (200, version)}
     wait_for(lambda: versions() == healthy, 60, f"the site healthy on {version}")
 
@@ -134,7 +133,17 @@ def test_refused_upgrades_change_nothing_and_the_same_version_is_a_no_op(site, t
     assert not any(changes.values()), f"a refused upgrade changed the site: {changes}"
 
 
-def test_upgrade_applies_migrations_keeps_data_and_a_broken_patch_rolls_back(site):
+def api_upgrade(api, ticket: str, target: str) -> tuple[int, dict]:
+    return api.call("POST", "/v1/jobs", api.engineer, {
+        "ticket_id": ticket, "customer_id": CUSTOMER, "service": "upgrade",
+        "limit": "ems_app:ems_db:ems_gateways", "parameters": {"target_version": target}})
+
+
+def installed_on_record(api) -> str | None:
+    return api.call("GET", f"/v1/customers/{CUSTOMER}/site", api.admin)[1]["installed_version"]
+
+
+def test_upgrade_applies_migrations_keeps_data_and_a_broken_patch_rolls_back(site, tmp_path):
     original = layout("ems-app")["ems_release_version"]
     try:
         # A 3.2.0 site: its release, and its database without 3.2.1's migration 0003.
@@ -144,7 +153,26 @@ def test_upgrade_applies_migrations_keeps_data_and_a_broken_patch_rolls_back(sit
         started = sql("SELECT now()")
         kept = readings_until(started)
 
-        proc, report = upgrade("3.2.2")
+        # The ticket system asks for it: refused on a lapsed contract (no job), free on an
+        # active one; the job's real host suites expect the target, and the site's record
+        # takes the version the hosts then report.
+        with served(site, tmp_path) as api:
+            status, body = api.call("PUT", f"/v1/customers/{CUSTOMER}/site", api.admin,
+                                    {"inventory": str(site), "installed_version": "3.2.0"})
+            assert status == 200, body
+            api.contract("lapsed")
+            status, body = api_upgrade(api, "T-UP-0", "3.2.2")
+            assert (status, body["error"]["detail"]["rule"]) == (403, "upgrade.lapsed_contract")
+            api.contract("active")
+            status, job = api_upgrade(api, "T-UP-1", "3.2.2")
+            assert status == 202 and job["decision"]["outcome"] == "covered", job
+            done = api.wait_finished(api.engineer, job["id"])
+            assert done["state"] == "succeeded", (done["error"], done["verification"])
+            observed = {h: v["observed"].get("version")
+                        for h, v in done["verification"]["hosts"].items()}
+            assert observed == {"ems-app": "3.2.2", "ems-db": None, "ems-gw1": "3.2.2"}
+            assert installed_on_record(api) == "3.2.2"
+        report = done["set_stats"]["patch_upgrade"]
         assert report["result"] == "upgraded", report
         assert "set ems_release_version to 3.2.2 in the inventory" in report["message"]
         assert versions() == {"ems-app": (200, "3.2.2"), "ems-gw1": (200, "3.2.2")}

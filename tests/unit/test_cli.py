@@ -36,6 +36,16 @@ def test_verify_with_a_missing_inventory_fails_clearly(tmp_path):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("pair", ["ems_release_version", "=3.2.2", "ems release=1", "x="])
+def test_verify_refuses_an_expectation_that_is_not_name_value(tmp_path, pair):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all: {}\n")
+    proc = emsops("verify", "-i", str(inventory), "--expect", pair)
+    assert proc.returncode == 2
+    assert f"expected NAME=VALUE, got {pair!r}" in proc.stderr
+    assert proc.stdout == ""
+
+
 def test_lab_refuses_to_run_without_root(tmp_path, monkeypatch, capsys):
     # The venv's interpreter lives under /root, so no unprivileged user can start it here;
     # the uid is the one thing substituted, the command runs for real.

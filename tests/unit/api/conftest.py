@@ -8,6 +8,7 @@ import shutil
 import sys
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,22 +125,28 @@ def project(tmp_path_factory) -> Project:
 @dataclass
 class FakeVerifier:
     """Stands in for api.verify.run_verification (testinfra against the lab's hosts), the one
-    substitute these tests use: the lab tests run the real one. Records every call."""
+    substitute these tests use: the lab tests run the real one. Records every call; each host
+    reports running `version` (the expected one when unset), as the real suites observe it."""
 
     failing: set[str] = field(default_factory=set)
+    version: str | None = None
     calls: list[tuple[Path, str | None]] = field(default_factory=list)
+    expected: list[dict[str, str]] = field(default_factory=list)
     called: threading.Event = field(default_factory=threading.Event)
 
-    def __call__(self, inventory: Path, limit: str | None) -> dict:
+    def __call__(self, inventory: Path, limit: str | None, expect: Mapping[str, str]) -> dict:
         self.calls.append((inventory, limit))
+        self.expected.append(dict(expect))
         self.called.set()
         hosts = (limit or "").split(",")
+        observed = self.version or expect.get("ems_release_version")
         return {
             "ok": not (self.failing & set(hosts)),
             "hosts": {
                 h: {
                     "ok": h not in self.failing,
                     "failures": ["fake failure"] if h in self.failing else [],
+                    "observed": {"version": observed} if observed else {},
                 }
                 for h in hosts
             },

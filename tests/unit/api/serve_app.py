@@ -7,6 +7,7 @@ one)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import uvicorn
@@ -15,7 +16,7 @@ from api.app import create_app
 from api.settings import Settings
 
 
-def passing_verifier(inventory: Path, limit: str | None) -> dict:
+def passing_verifier(inventory: Path, limit: str | None, expect: Mapping[str, str]) -> dict:
     hosts = (limit or "").split(",")
     return {"ok": True, "hosts": {h: {"ok": True, "failures": []} for h in hosts}}
 

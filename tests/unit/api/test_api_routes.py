@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from api.runner import observed_version
 from api.store import MIGRATIONS
 from api.tokens import Role
 
@@ -16,6 +17,7 @@ ROUTES = [
     ("PUT", "/v1/customers/acme"),
     ("GET", "/v1/customers/acme"),
     ("PUT", "/v1/customers/acme/contract"),
+    ("GET", "/v1/customers/acme/site"),
     ("PUT", "/v1/customers/acme/site"),
     ("POST", "/v1/tickets/T1/settlements"),
     ("GET", "/v1/tickets/T1/settlements?service=restore"),
@@ -121,6 +123,8 @@ def test_admin_creates_customer_contract_and_site(api, project):
     )
     assert site.status_code == 200
     assert api.ctx.store.get_site("new1")["installed_version"] == "3.2.1"
+    read = api.request("GET", "/v1/customers/new1/site", Role.ENGINEER)
+    assert read.status_code == 200 and read.json()["installed_version"] == "3.2.1"
 
 
 @pytest.mark.parametrize("role", [Role.TICKET_SYSTEM, Role.ENGINEER])
@@ -132,10 +136,12 @@ def test_only_admins_change_customers(api, role):
 
 def test_ticket_system_may_not_read_customers(api):
     assert api.request("GET", "/v1/customers/acme").status_code == 403
+    assert api.request("GET", "/v1/customers/acme/site").status_code == 403
 
 
 def test_admin_routes_404_and_422(api):
     assert api.request("GET", "/v1/customers/nobody", Role.ADMIN).status_code == 404
+    assert api.request("GET", "/v1/customers/nobody/site", Role.ADMIN).status_code == 404
     assert (
         api.request(
             "PUT",
@@ -381,7 +387,8 @@ def test_upgrade_in_line_is_covered_and_runs(api, verifier):
     assert done["state"] == "succeeded"
     # The API's target_version reaches upgrade.yml as the role input; unset modules stay unset
     # (the role defaults to the licensed ones).
-    assert done["set_stats"] == {"target": "3.2.2", "modules": "unset"}
+    assert {k: done["set_stats"][k] for k in ("target", "modules")} == {
+        "target": "3.2.2", "modules": "unset"}
 
 
 def test_upgrade_modules_reach_the_role_as_its_input(api, verifier):
@@ -390,7 +397,43 @@ def test_upgrade_modules_reach_the_role_as_its_input(api, verifier):
         service="upgrade", parameters={"target_version": "3.2.2", "modules": ["water"]}))
     assert response.status_code == 202, response.text
     done = api.wait(response.json()["id"])
-    assert done["set_stats"] == {"target": "3.2.2", "modules": ["water"]}
+    assert {k: done["set_stats"][k] for k in ("target", "modules")} == {
+        "target": "3.2.2", "modules": ["water"]}
+
+
+def installed(api) -> str | None:
+    return api.request("GET", "/v1/customers/acme/site", Role.ADMIN).json()["installed_version"]
+
+
+def test_the_site_record_follows_the_version_the_hosts_report_not_the_request(api, verifier):
+    api.contract(installed="3.2.0")
+    done = api.wait(api.request("POST", "/v1/jobs", json=job(
+        service="upgrade", parameters={"target_version": "3.2.2"})).json()["id"])
+    assert done["state"] == "succeeded"
+    # The hosts are verified against the upgrade's target, not the inventory's old release...
+    assert verifier.expected == [{"ems_release_version": "3.2.2"}]
+    assert installed(api) == "3.2.2"  # ...and the record takes what they report
+    # A rolled-back upgrade (the playbook fails) leaves the record alone and verifies nothing.
+    failed = api.wait(api.request("POST", "/v1/jobs", json=job(
+        service="upgrade", ticket="T-2", parameters={"target_version": "3.2.3"})).json()["id"])
+    assert failed["state"] == "failed" and failed["set_stats"]["patch_upgrade"]["result"] == \
+        "rolled back"
+    assert len(verifier.calls) == 1 and installed(api) == "3.2.2"
+    # An engineer's upgrade by hand is seen at the next job's verification (hosts report 3.2.3,
+    # whatever the request or the record said).
+    verifier.version = "3.2.3"
+    api.guarantee("T-3", "restore")
+    assert api.wait(api.request("POST", "/v1/jobs", json=job(ticket="T-3")).json()["id"])[
+        "state"] == "succeeded"
+    assert verifier.expected[-1] == {} and installed(api) == "3.2.3"
+
+
+def test_hosts_on_different_releases_have_no_single_installed_version():
+    verification = {"hosts": {"app1": {"observed": {"version": "3.2.2"}},
+                              "gw1": {"observed": {"version": "3.2.1"}}, "db1": {}}}
+    assert observed_version(verification) is None
+    verification["hosts"]["gw1"]["observed"]["version"] = "3.2.2"
+    assert observed_version(verification) == "3.2.2"
 
 
 def test_lapsed_network_repair_quoted_then_runs_after_guarantee(api):
