@@ -65,11 +65,19 @@ def _upgraded_release(stats: dict) -> dict[str, str]:
     return {}
 
 
+def _recorded_release(stats: dict) -> dict[str, str]:
+    versions = {str(r["version"]) for r in (stats.get("reinstall") or {}).values()
+                if isinstance(r, dict) and r.get("version")}
+    return {"ems_release_version": versions.pop()} if len(versions) == 1 else {}
+
+
 # What a successful run changed on purpose, over the inventory's values, from its set_stats: the
-# host suites expect these (an upgraded site runs the target while the inventory still names the
-# release it had: the report tells the engineer to update it).
+# host suites expect these. An upgraded site runs the target while the inventory still names the
+# release it had (the report tells the engineer to update it); a reinstalled host runs the
+# release its snapshot recorded.
 EXPECTED_CHANGES: dict[str, Callable[[dict], dict[str, str]]] = {
     "upgrade": _upgraded_release,
+    "reinstall": _recorded_release,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.runner import observed_version
+from api.runner import EXPECTED_CHANGES, observed_version
 from api.store import MIGRATIONS
 from api.tokens import Role
 
@@ -616,3 +616,17 @@ def test_events_as_server_sent_events(api):
     assert "event: playbook_on_start" in text
     assert "event: playbook_on_stats" in text
     assert text.rstrip().endswith('data: {"state": "succeeded"}')
+
+
+@pytest.mark.parametrize(("service", "stats", "expected"), [
+    ("upgrade", {"patch_upgrade": {"result": "upgraded", "to": "3.2.2"}},
+     {"ems_release_version": "3.2.2"}),
+    ("upgrade", {"patch_upgrade": {"result": "already at", "to": "3.2.1"}},
+     {"ems_release_version": "3.2.1"}),
+    ("upgrade", {"patch_upgrade": {"result": "rolled back", "to": "3.2.3"}}, {}),
+    ("upgrade", {}, {}),
+    ("reinstall", {"reinstall": {"gw1": {"version": "3.2.2"}}}, {"ems_release_version": "3.2.2"}),
+    ("reinstall", {"reinstall": {"gw1": {"version": "3.2.2"}, "gw2": {"version": "3.2.1"}}}, {}),
+])
+def test_what_a_run_changed_on_purpose_is_what_verification_expects(service, stats, expected):
+    assert EXPECTED_CHANGES[service](stats) == expected
