@@ -51,9 +51,26 @@ def _note() -> str:
     return lab_ssh("ems-gw1", f"cat {note_path()}", check=False).stdout
 
 
+def forget_snapshots(host: str, via: str = "ems-app") -> None:
+    """Drop every snapshot of `host` from the site's repository, from `via` (another host of the
+    site, whose backup tooling stays) with its own backup settings: the wrapper's environment,
+    SFTP command and lock (its lines from the password file to the exit trap), so the password
+    never leaves that host."""
+    script = layout(via)["ems_layout_backup_script"]
+    if lab_ssh(via, f"test -x {script}", check=False).returncode:  # rebuilt by another test
+        run_playbook("backup.yml", "-l", f"{via}:backup_servers")
+    snapshots = json.loads(lab_ssh(via, f"{script} snapshots {host}").stdout or "[]")
+    if snapshots:
+        settings = f"sed -n '/^export RESTIC_PASSWORD_FILE=/,/^trap /p' {script}"
+        lab_ssh(via, f'eval "$({settings})"; restic forget {" ".join(s["id"] for s in snapshots)}')
+    assert json.loads(lab_ssh(via, f"{script} snapshots {host}").stdout or "[]") == []
+
+
 def test_reinstall_with_no_backup_deploys_fresh_and_says_data_not_recoverable(api):
-    # The site has never been backed up (the lab tests start from nothing): a dead gateway
-    # can only be deployed fresh, and the job must say so instead of pretending it restored.
+    # The repository holds no snapshot of the gateway (forgotten here; other tests may have
+    # backed it up): a dead gateway can only be deployed fresh, and the job must say so instead
+    # of pretending it restored. The test backs it up again at the end.
+    forget_snapshots("ems-gw1")
     manager.wipe("ems-gw1", log=lambda _m: None)
     status, _ = api.call("POST", "/v1/tickets/T-LAB-0/settlements", api.admin,
                          {"customer_id": CUSTOMER, "service": "reinstall", "kind": "guarantee",
@@ -67,6 +84,7 @@ def test_reinstall_with_no_backup_deploys_fresh_and_says_data_not_recoverable(ap
     result = done["set_stats"]["reinstall"]["ems-gw1"]
     assert result["status"] == "data not recoverable", result
     assert result["data_recoverable"] is False and result["snapshot"] is None
+    run_playbook("backup.yml", "-l", "ems-gw1:backup_servers")
 
 
 def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
