@@ -35,6 +35,7 @@ from api.launch import hand_run_command, run_job, stdout_of  # noqa: E402
 from lab import roster  # noqa: E402
 from lab.site import inventory as lab_inventory  # noqa: E402
 from lab.site import layout, ssh  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 APP = "ems-app"
 PROBE_S = 0.1
@@ -47,7 +48,8 @@ class HealthProbe:
 
     def __init__(self, url: str, before: str, target: str | None = None) -> None:
         self.url, self.before, self.target = url, before, target
-        self.down_s, self._down_since, self._last_right = 0.0, None, time.monotonic()
+        # Not right until a probe has said so: a platform that never answers never settles.
+        self.down_s, self._down_since, self._last_right = 0.0, None, None
         self._seen_target, self._stop = False, threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -95,11 +97,7 @@ class HealthProbe:
 
     def measure_until_settled(self, timeout_s: float = 300, on_target: bool = True) -> float:
         """The downtime so far, once the answers are right again (on the target, when asked)."""
-        deadline = time.monotonic() + timeout_s
-        while not self.settled(on_target):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{self.url} never answered right again within {timeout_s} s")
-            time.sleep(PROBE_S)
+        wait_for(lambda: self.settled(on_target), timeout_s, f"{self.url} to answer right")
         return self.down_s
 
     def __exit__(self, *_exc) -> None:
