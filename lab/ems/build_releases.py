@@ -75,6 +75,9 @@ def manifest(product: str, release: dict, files: dict[str, bytes]) -> bytes:
         "files": {path: hashlib.sha256(content).hexdigest()
                   for path, content in sorted(files.items())},
     }
+    # Migrations the previous releases cannot run on: a rollback must restore the database too.
+    if release.get("not_backward_compatible"):
+        data["not_backward_compatible"] = release["not_backward_compatible"]
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -110,6 +113,10 @@ def validate(release: dict) -> None:
         numbers.append(int(match.group(1)))
     if numbers != sorted(set(numbers)):
         raise ValueError(f"{version}: migrations are not in strictly increasing order")
+    unknown = set(release.get("not_backward_compatible", [])) - set(release["migrations"])
+    if unknown:
+        raise ValueError(f"{version}: not_backward_compatible names migrations it does not ship: "
+                         f"{', '.join(sorted(unknown))}")
 
 
 def build(out: Path) -> list[tuple[str, str]]:

@@ -1,12 +1,15 @@
 """Issue 11 on real hosts: a patch upgrade within the minor line, asked through the API (whose
 site record then follows the hosts), applies its migrations and keeps every reading; the broken
-patch 3.2.3 fails its health check and is rolled back by itself; every refusal changes nothing
+patch 3.2.3 fails its health check and is rolled back by itself, its database too (its migration
+0005 is not backward compatible: 3.2.2 cannot store on it), with every reading the gateway had
+confirmed still there; every refusal changes nothing
 on any host (issue 9's fingerprints), and the same version is a no-op. The site ends on the
 release it started on."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import urllib.error
 import urllib.request
@@ -51,6 +54,27 @@ def readings_until(stamp: str) -> dict[str, str]:
     out = sql("SELECT meter_id, count(*) || ':' || md5(string_agg(ts::text || '/' || kwh::text, ','"
               f" ORDER BY ts)) FROM readings WHERE received_at <= '{stamp}' GROUP BY 1 ORDER BY 1")
     return dict(line.split() for line in out.splitlines())
+
+
+# Every reading the gateway holds as confirmed by the platform, read after `since` (epoch s).
+CONFIRMED = ("import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+             "print(json.dumps(db.execute('SELECT meter_id, ts FROM readings"
+             " WHERE confirmed_at IS NOT NULL AND read_at >= ?',"
+             " (float(sys.argv[2]),)).fetchall()))")
+
+
+def confirmed_but_missing(since: float) -> tuple[int, list]:
+    """(readings ems-gw1 got confirmed since `since`, those of them the database lacks)."""
+    spool = layout("ems-gw1")["ems_layout_spool_file"]
+    out = lab_ssh("ems-gw1", f"runuser -u $(stat -c %U {spool}) -- python3 -c "
+                             f"{shlex.quote(CONFIRMED)} {spool} {since}").stdout
+    pairs = json.loads(out)
+    meters = ",".join(f"'{m}'" for m, _ in pairs)
+    stamps = ",".join(f"'{t}'" for _, t in pairs)
+    lacking = sql(f"SELECT u.m || ' ' || u.t FROM unnest(ARRAY[{meters}]::text[], "
+                  f"ARRAY[{stamps}]::timestamptz[]) AS u(m, t) WHERE NOT EXISTS "
+                  "(SELECT 1 FROM readings r WHERE r.meter_id = u.m AND r.ts = u.t)")
+    return len(pairs), lacking.splitlines()
 
 
 def health(host: str, port_var: str) -> tuple[int, str]:
@@ -188,15 +212,27 @@ def test_upgrade_applies_migrations_keeps_data_and_a_broken_patch_rolls_back(sit
         assert proc.returncode != 0 and "newer than the inventory's" in proc.stdout, \
             proc.stdout[-3000:]
 
-        started = sql("SELECT now()")
+        started, since = sql("SELECT now()"), float(sql("SELECT extract(epoch FROM now())"))
         kept = readings_until(started)
         proc, report = upgrade("3.2.3", "-e", "patch_upgrade_health_timeout_s=8", check=False)
         assert proc.returncode != 0, proc.stdout[-3000:]
         assert report["result"] == "rolled back" and report["host"] == "ems-app", report
         assert "self-test" in report["failed_check"], report
+        assert report["database_restored"] is True, report
+        assert report["not_backward_compatible"] == ["0005_readings_source.sql"], report
+        assert "not backward compatible: 0005_readings_source.sql" in report["message"], report
+        # (Whether its history reaches back the whole margin depends on the spool's age.)
+        assert report["replay"]["ems-gw1"]["replayed"] > 0, report
         assert versions() == {"ems-app": (200, "3.2.2"), "ems-gw1": (200, "3.2.2")}
+        assert sql("SELECT max(version) FROM schema_migrations") == "3"
+        assert sql("SELECT count(*) FROM information_schema.columns "
+                   "WHERE table_name = 'readings' AND column_name = 'source'") == "0"
         assert readings_until(started) == kept, "readings changed across the rollback"
-        assert int(sql(f"SELECT count(*) FROM readings WHERE received_at > '{started}'")) > 0
+        confirmed, lacking = confirmed_but_missing(since)
+        assert confirmed > 0 and not lacking, f"confirmed by the platform, then lost: {lacking}"
+        after = sql("SELECT now()")
+        wait_for(lambda: int(sql(f"SELECT count(*) FROM readings WHERE received_at > '{after}'")),
+                 30, "3.2.2 storing readings again after the rollback")
     finally:
         deploy_release(original)
         # The pre-upgrade snapshots recorded the releases of this test: the newest snapshots

@@ -156,6 +156,20 @@ def test_health_503_for_broken_release(
     assert body["license"]["valid"] is True and body["database"] == "ok"
 
 
+def test_a_not_backward_compatible_migration_breaks_the_earlier_release(
+        tmp_path: Path, database: Database, ems: Callable[..., EmsProcess],
+        release: Callable[[str], Path]) -> None:
+    """3.2.3's migration 0005 is what its manifest says: 3.2.2 on that schema stores nothing
+    (which is why a rollback from 3.2.3 restores the database)."""
+    config = site_config(tmp_path, database)
+    assert migrate(config, release("3.2.3"))["applied"][-1] == "0005_readings_source.sql"
+    url = start_platform(ems, config, release("3.2.2"))
+    batch = {"gateway_id": "gw-test", "version": "3.2.2",
+             "readings": [reading("m01", "2025-01-01T00:00:00Z", 100.0)]}
+    status, body = http("POST", url + "/api/v1/ingest", batch)
+    assert status >= 500 and "source" in json.dumps(body), (status, body)
+
+
 def test_health_503_until_schema_is_migrated(
         tmp_path: Path, database: Database, ems: Callable[..., EmsProcess],
         release: Callable[[str], Path]) -> None:

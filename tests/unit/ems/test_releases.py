@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import tarfile
@@ -73,9 +74,20 @@ def test_tar_entries_are_normalised(release_dir: Path) -> None:
 
 def test_release_lines_modules_and_schema(release_dir: Path) -> None:
     m = {v: manifest(release_dir, v) for v in VERSIONS}
-    assert [m[v]["schema_version"] for v in VERSIONS] == [2, 3, 3, 3, 4]
+    assert [m[v]["schema_version"] for v in VERSIONS] == [2, 3, 3, 5, 4]
+    assert {v: m[v].get("not_backward_compatible") for v in VERSIONS} == {
+        **dict.fromkeys(VERSIONS), "3.2.3": ["0005_readings_source.sql"]}
     assert m["3.2.2"]["modules"] == ["electricity", "water", "gas"]
     assert set(m["3.3.0"]["modules"]) - set(m["3.2.2"]["modules"]) == {"carbon", "pv"}
     assert "kangpai_ems/modules/carbon.py" in m["3.3.0"]["files"]
     assert "kangpai_ems/modules/carbon.py" not in m["3.2.2"]["files"]
     assert m["3.3.0"]["version_line"] == "3.3"
+
+
+def test_a_migration_marked_not_backward_compatible_must_ship() -> None:
+    spec = importlib.util.spec_from_file_location("build_releases", BUILD_SCRIPT)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    with pytest.raises(ValueError, match="does not ship: 0005_x.sql"):
+        build.validate({"version": "3.2.9", "migrations": ["0001_readings.sql"],
+                        "not_backward_compatible": ["0005_x.sql"]})
