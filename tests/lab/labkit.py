@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -110,6 +111,41 @@ def db_counts() -> dict[str, int]:
     sql = "SELECT meter_id, count(*) FROM readings GROUP BY 1 ORDER BY 1"
     out = lab_ssh("ems-db", psql_command(sql)).stdout
     return {m: int(n) for m, n in (line.split() for line in out.splitlines() if line.strip())}
+
+
+# (meter, ts) of every reading a gateway's spool holds that it took in [since, until] (epoch s).
+_SPOOL_READINGS = (
+    "import json, sqlite3, sys; db = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); "
+    "print(json.dumps(db.execute('SELECT meter_id, ts FROM readings WHERE read_at BETWEEN ? AND ?',"
+    " (float(sys.argv[2]), float(sys.argv[3]))).fetchall()))")
+
+
+def spool_readings(host: str, since: float, until: float = float("inf")) -> set[tuple[str, str]]:
+    """What the gateway took between the two times, waiting or kept as history, read from its
+    spool as the spool's owner (a root reader could leave WAL files the collector cannot open)."""
+    spool = layout(host)["ems_layout_spool_file"]
+    out = lab_ssh(host, f"runuser -u $(stat -c %U {spool}) -- python3 -c "
+                        f"{shlex.quote(_SPOOL_READINGS)} {spool} {since} {until}").stdout
+    return {(meter, ts) for meter, ts in json.loads(out)}
+
+
+def missing_in_database(readings: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Those of the (meter, ts) readings the site's database does not hold."""
+    if not readings:
+        return set()
+    meters = ",".join(f"'{m}'" for m, _ in readings)
+    stamps = ",".join(f"'{t}'" for _, t in readings)
+    sql = (f"SELECT u.m, u.t FROM unnest(ARRAY[{meters}]::text[], ARRAY[{stamps}]::text[]) "
+           "AS u(m, t) WHERE NOT EXISTS (SELECT 1 FROM readings r "
+           "WHERE r.meter_id = u.m AND r.ts = u.t::timestamptz)")
+    out = lab_ssh("ems-db", psql_command(sql)).stdout
+    return {tuple(line.split()) for line in out.splitlines() if line.strip()}
+
+
+def backlog_drained(host: str) -> bool:
+    """The gateway has forwarded every reading it spooled."""
+    port = layout(host)["ems_layout_gateway_status_port"]
+    return http_json(f"http://{address(host)}:{port}/health")["backlog"]["size"] == 0
 
 
 def inventory_path() -> Path:

@@ -13,7 +13,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from labkit import address, http_json, lab_ssh, layout, psql_command, recap, run_playbook
+from labkit import (
+    backlog_drained,
+    lab_ssh,
+    layout,
+    missing_in_database,
+    recap,
+    run_playbook,
+    spool_readings,
+)
 
 from lab import faults
 from lab.fingerprint import diff, fingerprint
@@ -101,27 +109,6 @@ def assert_found(report: dict, plan: dict[str, list[str]]) -> None:
                 f"{host} {kind}: {fid}'s evidence lacks {evidence!r}: {hits}")
 
 
-def spool_readings(since: float, until: float) -> set[tuple[str, str]]:
-    """(meter, ts) of every reading the gateway took between the two times (its spool)."""
-    spool = layout("ems-gw1")["ems_layout_spool_file"]
-    script = (f"import sqlite3, json; db = sqlite3.connect('file:{spool}?mode=ro', uri=True); "
-              f"print(json.dumps(db.execute('SELECT meter_id, ts FROM readings WHERE read_at "
-              f"BETWEEN {since} AND {until}').fetchall()))")
-    return {tuple(r) for r in json.loads(lab_ssh("ems-gw1", f'python3 -c "{script}"').stdout)}
-
-
-def db_readings(first: str, last: str) -> set[tuple[str, str]]:
-    sql = ("SELECT meter_id, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
-           f"FROM readings WHERE ts BETWEEN '{first}' AND '{last}'")
-    out = lab_ssh("ems-db", psql_command(sql)).stdout
-    return {tuple(line.split()) for line in out.splitlines() if line.strip()}
-
-
-def backlog_drained() -> bool:
-    port = layout("ems-gw1")["ems_layout_gateway_status_port"]
-    return http_json(f"http://{address('ems-gw1')}:{port}/health")["backlog"]["size"] == 0
-
-
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_faults_are_found_with_their_evidence_repaired_and_a_second_run_changes_nothing(
         lab_site, batch):
@@ -142,11 +129,11 @@ def test_faults_are_found_with_their_evidence_repaired_and_a_second_run_changes_
             gap = report["ems-gw1"]["not_collected"]
             assert gap and gap[0]["start"] < gap[0]["end"] <= repaired_at, gap
         else:  # it kept collecting: every reading of the outage reached the platform
-            wait_for(backlog_drained, 60, "the gateway's backlog to drain")
-            taken = spool_readings(injected_at, repaired_at)
+            wait_for(lambda: backlog_drained("ems-gw1"), 60, "the gateway's backlog to drain")
+            taken = spool_readings("ems-gw1", injected_at, repaired_at)
             assert len(taken) > 10, f"the gateway took only {len(taken)} readings meanwhile"
-            stored = db_readings(min(t for _m, t in taken), max(t for _m, t in taken))
-            assert taken <= stored, f"{len(taken - stored)} of {len(taken)} readings lost"
+            lost = missing_in_database(taken)
+            assert not lost, f"{len(lost)} of {len(taken)} readings lost"
             print(f"{len(taken)} readings taken during the outage, all on the platform")
         again, counts, output = restore("-e", "system_restore_verify=false")
         assert {h: counts[h]["changed"] for h in EMS_HOSTS} == dict.fromkeys(EMS_HOSTS, 0), (

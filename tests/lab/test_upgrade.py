@@ -8,9 +8,11 @@ release it started on."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-import shlex
 import shutil
+import tarfile
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +23,16 @@ from labapi import CUSTOMER, served
 from labkit import (
     RELEASES,
     address,
+    backlog_drained,
     custom_stats,
+    http_json,
     lab_ssh,
     layout,
+    missing_in_database,
     psql_command,
     recap,
     run_playbook,
+    spool_readings,
 )
 
 from lab.fingerprint import diff, fingerprint
@@ -54,27 +60,6 @@ def readings_until(stamp: str) -> dict[str, str]:
     out = sql("SELECT meter_id, count(*) || ':' || md5(string_agg(ts::text || '/' || kwh::text, ','"
               f" ORDER BY ts)) FROM readings WHERE received_at <= '{stamp}' GROUP BY 1 ORDER BY 1")
     return dict(line.split() for line in out.splitlines())
-
-
-# Every reading the gateway holds as confirmed by the platform, read after `since` (epoch s).
-CONFIRMED = ("import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
-             "print(json.dumps(db.execute('SELECT meter_id, ts FROM readings"
-             " WHERE confirmed_at IS NOT NULL AND read_at >= ?',"
-             " (float(sys.argv[2]),)).fetchall()))")
-
-
-def confirmed_but_missing(since: float) -> tuple[int, list]:
-    """(readings ems-gw1 got confirmed since `since`, those of them the database lacks)."""
-    spool = layout("ems-gw1")["ems_layout_spool_file"]
-    out = lab_ssh("ems-gw1", f"runuser -u $(stat -c %U {spool}) -- python3 -c "
-                             f"{shlex.quote(CONFIRMED)} {spool} {since}").stdout
-    pairs = json.loads(out)
-    meters = ",".join(f"'{m}'" for m, _ in pairs)
-    stamps = ",".join(f"'{t}'" for _, t in pairs)
-    lacking = sql(f"SELECT u.m || ' ' || u.t FROM unnest(ARRAY[{meters}]::text[], "
-                  f"ARRAY[{stamps}]::timestamptz[]) AS u(m, t) WHERE NOT EXISTS "
-                  "(SELECT 1 FROM readings r WHERE r.meter_id = u.m AND r.ts = u.t)")
-    return len(pairs), lacking.splitlines()
 
 
 def health(host: str, port_var: str) -> tuple[int, str]:
@@ -123,6 +108,27 @@ def site(lab_site) -> Path:
     return lab_site
 
 
+def releases_dropping(out: Path, version: str, module: str) -> Path:
+    """A copy of the lab's releases in which `version` no longer ships `module` (its manifest,
+    and its SHA256SUMS line to match): a vendor's patch that dropped a module."""
+    shutil.copytree(RELEASES, out)
+    name = f"kangpai-ems-{version}.tar.gz"
+    with tarfile.open(RELEASES / name) as src, tarfile.open(out / name, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name == "manifest.json":
+                manifest = json.load(data)
+                manifest["modules"].remove(module)
+                raw = json.dumps(manifest).encode()
+                member.size, data = len(raw), io.BytesIO(raw)
+            dst.addfile(member, data)
+    digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
+    sums = (out / "SHA256SUMS").read_text().splitlines()
+    (out / "SHA256SUMS").write_text("".join(
+        f"{digest}  {name}\n" if line.endswith(f"  {name}") else f"{line}\n" for line in sums))
+    return out
+
+
 def fingerprints() -> dict[str, dict]:
     with ThreadPoolExecutor(len(FINGERPRINTED)) as pool:
         return dict(zip(FINGERPRINTED, pool.map(fingerprint, FINGERPRINTED), strict=True))
@@ -136,12 +142,15 @@ def test_refused_upgrades_change_nothing_and_the_same_version_is_a_no_op(site, t
     shutil.copytree(RELEASES, tampered)
     with open(tampered / "kangpai-ems-3.2.2.tar.gz", "ab") as f:
         f.write(b"\0")
+    dropped = releases_dropping(tmp_path / "dropped", "3.2.2", "gas")
     before = fingerprints()
     refusals = [
         ("3.3.0", [], f"outside the installed line {line}"),
         ("3.2.0", [], f"older than the installed {installed}"),
         ("3.2.9", [], "release 3.2.9 not found"),
         ("3.2.2", ["-e", f"ems_release_artifact_dir={tampered}"], "does not match its line"),
+        ("3.2.2", ["-e", f"ems_release_artifact_dir={dropped}"],
+         "3.2.2 lacks the licensed module(s) gas"),
         ("3.2.2", ["--limit", "ems_app"], "this run leaves out ems-gw1"),
     ]
     for target, args, why in refusals:
@@ -200,6 +209,10 @@ def test_upgrade_applies_migrations_keeps_data_and_a_broken_patch_rolls_back(sit
         assert report["result"] == "upgraded", report
         assert "set ems_release_version to 3.2.2 in the inventory" in report["message"]
         assert versions() == {"ems-app": (200, "3.2.2"), "ems-gw1": (200, "3.2.2")}
+        platform = layout("ems-app")
+        enabled = http_json(f"http://{address('ems-app')}:"
+                            f"{platform['ems_layout_platform_port']}/health")["enabled_modules"]
+        assert sorted(enabled) == sorted(platform["ems_platform_license"]["modules"]), enabled
         assert sql("SELECT release FROM schema_migrations WHERE version = 3") == "3.2.2"
         assert sql("SELECT count(*) FROM pg_indexes "
                    "WHERE indexname = 'readings_received_at_idx'") == "1"
@@ -228,8 +241,12 @@ def test_upgrade_applies_migrations_keeps_data_and_a_broken_patch_rolls_back(sit
         assert sql("SELECT count(*) FROM information_schema.columns "
                    "WHERE table_name = 'readings' AND column_name = 'source'") == "0"
         assert readings_until(started) == kept, "readings changed across the rollback"
-        confirmed, lacking = confirmed_but_missing(since)
-        assert confirmed > 0 and not lacking, f"confirmed by the platform, then lost: {lacking}"
+        # Every reading the gateway took since the start is stored: those the restore took
+        # away after the platform had confirmed them came again with the replay.
+        wait_for(lambda: backlog_drained("ems-gw1"), 60, "ems-gw1's backlog to drain")
+        taken = spool_readings("ems-gw1", since)
+        lost = missing_in_database(taken)
+        assert taken and not lost, f"{len(lost)} of {len(taken)} readings lost: {sorted(lost)[:5]}"
         after = sql("SELECT now()")
         wait_for(lambda: int(sql(f"SELECT count(*) FROM readings WHERE received_at > '{after}'")),
                  30, "3.2.2 storing readings again after the rollback")
