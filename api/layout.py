@@ -30,10 +30,10 @@ class LayoutError(Exception):
     """The inventory cannot be read, names no such host, or a value cannot be templated."""
 
 
-def _trusted_role_defaults(loader: Any) -> dict[str, Any]:
-    """Every role's defaults as Ansible loads them: their templates trusted, as in a play."""
+def _trusted_role_files(loader: Any, kind: str) -> dict[str, Any]:
+    """Every role's defaults (or vars) as Ansible loads them: templates trusted, as in a play."""
     merged: dict[str, Any] = {}
-    for path in sorted(ROLES.glob("*/defaults/main.yml")):
+    for path in sorted(ROLES.glob(f"*/{kind}/main.yml")):
         merged.update(loader.load_from_file(str(path), trusted_as_template=True) or {})
     return merged
 
@@ -90,7 +90,7 @@ def _stamp(inventory: Path) -> int:
 
 
 @lru_cache(maxsize=8)
-def _inventory(inventory: str, _stamp: int) -> tuple[Any, Any, Any, dict[str, Any]]:
+def _inventory(inventory: str, _stamp: int) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -111,7 +111,8 @@ def _inventory(inventory: str, _stamp: int) -> tuple[Any, Any, Any, dict[str, An
         raise LayoutError(f"inventory {inventory} has no hosts")
     variables = VariableManager(loader=loader, inventory=manager)
     HostVars(inventory=manager, variable_manager=variables, loader=loader)  # gives `hostvars`
-    return loader, manager, variables, _trusted_role_defaults(loader)
+    return (loader, manager, variables, _trusted_role_files(loader, "defaults"),
+            _trusted_role_files(loader, "vars"))
 
 
 def site_vars(inventory: Path, host: str) -> SiteVars:
@@ -120,9 +121,10 @@ def site_vars(inventory: Path, host: str) -> SiteVars:
 
     with _ansible_lock:
         path = Path(inventory).resolve()
-        loader, manager, variables, defaults = _inventory(str(path), _stamp(path))
+        loader, manager, variables, defaults, role_vars = _inventory(str(path), _stamp(path))
         entry = manager.get_host(host)
         if entry is None:
             raise LayoutError(f"no host {host!r} in inventory {inventory}")
-        raw = {**defaults, **variables.get_vars(host=entry, include_hostvars=True)}
+        # Role vars (derived values such as ems_layout_backup_accounts) win over the inventory.
+        raw = {**defaults, **variables.get_vars(host=entry, include_hostvars=True), **role_vars}
         return SiteVars(raw, Templar(loader=loader, variables=raw), host)

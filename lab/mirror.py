@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -63,12 +64,14 @@ def stop_mirror() -> None:
     pid = _pid()
     if pid is None:
         return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _pid() is not None:
-        time.sleep(0.1)
-    if _pid() is not None:
-        os.kill(pid, signal.SIGKILL)
+    # It may exit at any moment between a look and a kill: a process already gone is stopped.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _pid() is not None:
+            time.sleep(0.1)
+        if _pid() is not None:
+            os.kill(pid, signal.SIGKILL)
     _pidfile().unlink(missing_ok=True)
 
 

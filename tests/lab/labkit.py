@@ -148,5 +148,23 @@ def backlog_drained(host: str) -> bool:
     return http_json(f"http://{address(host)}:{port}/health")["backlog"]["size"] == 0
 
 
+def backup_repository(host: str) -> str:
+    """`host`'s restic repository as root on the backup server sees it (outside the chroot of
+    the host's own backup account)."""
+    server = layout("backup")
+    return (f"{server['ems_layout_backup_chroot_dir']}/{server['ems_layout_backup_accounts'][host]}"
+            f"{server['ems_layout_backup_repo_dir']}")
+
+
+def restic_settings(host: str) -> str:
+    """Shell lines that give restic, on `host`, what its ems-backup gives it for the host's own
+    repository (environment, `$SFTP_CMD`), read from the installed script itself so the password
+    never leaves the host: then `restic -o sftp.command="$SFTP_CMD" ...` acts as the wrapper."""
+    script = layout(host)["ems_layout_backup_script"]
+    account = layout("backup")["ems_layout_backup_accounts"][host]
+    return (f"REPO_HOST={host}; ACCOUNT={account}; "
+            f"eval \"$(grep -E '^(export |SSH=|SFTP_CMD=)' {script})\"; export SFTP_CMD; ")
+
+
 def inventory_path() -> Path:
     return config.inventory_dir() / "hosts.yml"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from labapi import CUSTOMER, Api, Hooks, served
-from labkit import BIN, REPO, lab_ssh, layout, run_playbook, wait_until
+from labkit import BIN, REPO, lab_ssh, layout, restic_settings, run_playbook, wait_until
 
 from api.launch import hand_run_command
 from lab import faults, manager
@@ -51,19 +51,18 @@ def _note() -> str:
     return lab_ssh("ems-gw1", f"cat {note_path()}", check=False).stdout
 
 
-def forget_snapshots(host: str, via: str = "ems-app") -> None:
-    """Drop every snapshot of `host` from the site's repository, from `via` (another host of the
-    site, whose backup tooling stays) with its own backup settings: the wrapper's environment,
-    SFTP command and lock (its lines from the password file to the exit trap), so the password
-    never leaves that host."""
-    script = layout(via)["ems_layout_backup_script"]
-    if lab_ssh(via, f"test -x {script}", check=False).returncode:  # rebuilt by another test
-        run_playbook("backup.yml", "-l", f"{via}:backup_servers")
-    snapshots = json.loads(lab_ssh(via, f"{script} snapshots {host}").stdout or "[]")
+def forget_snapshots(host: str) -> None:
+    """Drop every snapshot of `host` from its own repository, on the host itself with the
+    wrapper's own settings (so the password never leaves it). The protected generations on the
+    backup server keep them: that is their point."""
+    script = layout(host)["ems_layout_backup_script"]
+    if lab_ssh(host, f"test -x {script}", check=False).returncode:  # rebuilt by another test
+        run_playbook("backup.yml", "-l", f"{host}:backup_servers")
+    snapshots = json.loads(lab_ssh(host, f"{script} snapshots").stdout or "[]")
     if snapshots:
-        settings = f"sed -n '/^export RESTIC_PASSWORD_FILE=/,/^trap /p' {script}"
-        lab_ssh(via, f'eval "$({settings})"; restic forget {" ".join(s["id"] for s in snapshots)}')
-    assert json.loads(lab_ssh(via, f"{script} snapshots {host}").stdout or "[]") == []
+        lab_ssh(host, restic_settings(host) + 'restic -o sftp.command="$SFTP_CMD" forget '
+                + " ".join(s["id"] for s in snapshots))
+    assert json.loads(lab_ssh(host, f"{script} snapshots").stdout or "[]") == []
 
 
 def test_reinstall_with_no_backup_deploys_fresh_and_says_data_not_recoverable(api):
@@ -123,7 +122,9 @@ def test_reinstall_ticket_is_quoted_paid_run_verified_and_signed_back(api):
     assert result["status"] == "restored", result
     assert _note().strip() == note
     # The backup server knows the redeployed gateway by its new key only.
-    keys_file = layout("backup")["ems_layout_backup_authorized_keys"]
+    server = layout("backup")
+    keys_file = (f"{server['ems_layout_backup_keys_dir']}/"
+                 f"{server['ems_layout_backup_accounts']['ems-gw1']}")
     keys = lab_ssh("backup", f"cat {keys_file}").stdout.splitlines()
     key = f"{layout('ems-gw1')['ems_layout_backup_etc_dir']}/id_ed25519.pub"
     new_key = lab_ssh("ems-gw1", f"cat {key}").stdout.strip()

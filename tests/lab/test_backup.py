@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
 
 import pytest
-from labkit import address, lab_ssh, layout, run_playbook, wait_until
+from labkit import (
+    address,
+    backup_repository,
+    lab_ssh,
+    layout,
+    restic_settings,
+    run_playbook,
+    wait_until,
+)
 
 from lab.inventory import _secrets
 
@@ -61,18 +70,31 @@ def test_every_ems_host_has_tagged_snapshots(backed_up):
     assert any(t["kind"] == "files" and t["role"] == "ems_gateways" for t in gw)
 
 
+def repository_password(host: str) -> str:
+    """The password of `host`'s own repository, as the role derives it from the site's secret."""
+    return hashlib.sha256(f"{_secrets()['vault_restic_password']}:{host}".encode()).hexdigest()
+
+
+def password_file(host: str) -> str:
+    return f"{layout(host)['ems_layout_backup_etc_dir']}/password-{host}"
+
+
 def test_repository_password_never_reaches_output_or_command_lines(backed_up):
-    password = _secrets()["vault_restic_password"]
-    assert password not in backed_up.stdout + backed_up.stderr
-    for host in ("ems-app", "ems-db", "ems-gw1"):
+    secret = _secrets()["vault_restic_password"]
+    hosts = ("ems-app", "ems-db", "ems-gw1")
+    passwords = [secret, *map(repository_password, hosts)]
+    assert not [p for p in passwords if p in backed_up.stdout + backed_up.stderr]
+    for host in hosts:
         journal = lab_ssh(host, "journalctl --no-pager -o cat").stdout
-        assert password not in journal, f"password in {host}'s journal"
+        assert not [p for p in passwords if p in journal], f"password in {host}'s journal"
     db = layout("ems-db")
     script = lab_ssh("ems-db", f"cat {db['ems_layout_backup_script']}").stdout
-    assert password not in script
-    password_file = f"{db['ems_layout_backup_etc_dir']}/password"
-    mode = lab_ssh("ems-db", f"stat -c '%a %U' {password_file}").stdout.split()
+    assert not [p for p in passwords if p in script]
+    mode = lab_ssh("ems-db", f"stat -c '%a %U' {password_file('ems-db')}").stdout.split()
     assert mode == ["600", "root"]
+    # Each host holds its own repository's password, never the site's secret or another's.
+    held = lab_ssh("ems-db", f"cat {db['ems_layout_backup_etc_dir']}/password-*").stdout
+    assert held == repository_password("ems-db")
 
 
 def test_failed_dump_fails_the_backup_and_takes_no_snapshot(backed_up):
@@ -91,7 +113,7 @@ def test_failed_dump_fails_the_backup_and_takes_no_snapshot(backed_up):
 
 
 def test_wrong_password_fails_clearly_and_leaves_no_lock(backed_up):
-    password = f"{layout('ems-gw1')['ems_layout_backup_etc_dir']}/password"
+    password = password_file("ems-gw1")
     lab_ssh("ems-gw1", f"cp -p {password} {password}.good && "
                        f"echo not-the-password > {password}")
     try:
@@ -135,7 +157,7 @@ def test_unreachable_backup_server_is_not_taken_for_a_missing_repository(backed_
     route = f"blackhole {address('backup')}/32"
     lab_ssh("ems-gw1", f"ip route add {route}")
     try:
-        proc = lab_ssh("ems-gw1", backup("ems-gw1", "init"), check=False)
+        proc = lab_ssh("ems-gw1", backup("ems-gw1", "init --first"), check=False)
     finally:
         lab_ssh("ems-gw1", f"ip route del {route}")
     assert proc.returncode != 0
@@ -190,13 +212,11 @@ def test_gateway_spool_is_saved_as_a_consistent_copy_with_its_backlog(backed_up)
 def test_a_crashed_run_leaves_a_stale_lock_the_next_run_clears(backed_up):
     # restic killed mid-backup (an OOM kill, a power cut) keeps its lock in the repository.
     # The repository settings come from the installed script itself.
-    gateway = layout("ems-gw1")
-    settings = f"$(grep -E '^(export |SSH=|SFTP_CMD=)' {gateway['ems_layout_backup_script']})"
-    lab_ssh("ems-gw1", f"eval \"{settings}\"; export SFTP_CMD; "
-                       "setsid bash -c 'sleep 600 | restic -o sftp.command=\"$SFTP_CMD\" backup "
-                       "--stdin --host ems-gw1' </dev/null >/dev/null 2>&1 &")
+    lab_ssh("ems-gw1", restic_settings("ems-gw1")
+            + "setsid bash -c 'sleep 600 | restic -o sftp.command=\"$SFTP_CMD\" backup "
+              "--stdin --host ems-gw1' </dev/null >/dev/null 2>&1 &")
     try:
-        locks_dir = f"{layout('backup')['ems_layout_backup_repo_dir']}/locks"
+        locks_dir = f"{backup_repository('ems-gw1')}/locks"
         wait_until(lambda: lab_ssh("backup", f"ls {locks_dir}").stdout.split(), 60,
                    "the lock of the restic about to crash")
     finally:

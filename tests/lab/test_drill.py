@@ -11,6 +11,7 @@ import pytest
 import yaml
 from labkit import (
     address,
+    backup_repository,
     db_counts,
     emsops,
     inventory_path,
@@ -78,7 +79,7 @@ def test_drill_fails_and_says_where_when_the_newest_dump_is_corrupt(backed_up, t
     newest = json.loads(lab_ssh("ems-db", f"{script} snapshots").stdout)[-1]
     assert "kind=db" in newest["tags"]
     db_id = newest["id"]
-    repo = layout("backup")["ems_layout_backup_repo_dir"]
+    repo = backup_repository("ems-db")
     pack = lab_ssh("backup", f"find {repo}/data -type f -newer /root/drill-marker "
                    "-printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2").stdout.strip()
     assert pack

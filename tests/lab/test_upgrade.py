@@ -90,10 +90,13 @@ def deploy_release(version: str) -> None:
 
 
 def tagged_snapshot_hosts(tag: str) -> set[str]:
-    """The hosts with a snapshot tagged `tag` in the site's repository."""
-    script = layout("ems-app")["ems_layout_backup_script"]
-    snaps = json.loads(lab_ssh("ems-app", f"{script} snapshots all").stdout)
-    return {s["hostname"] for s in snaps if tag in s.get("tags", [])}
+    """The EMS hosts with a snapshot tagged `tag` in their own repository."""
+    def tagged(host: str) -> bool:
+        script = layout(host)["ems_layout_backup_script"]
+        snaps = json.loads(lab_ssh(host, f"{script} snapshots").stdout)
+        return any(tag in s.get("tags", []) for s in snaps)
+    with ThreadPoolExecutor(len(EMS_HOSTS)) as pool:
+        return {h for h, t in zip(EMS_HOSTS, pool.map(tagged, EMS_HOSTS), strict=True) if t}
 
 
 @pytest.fixture(scope="module")
