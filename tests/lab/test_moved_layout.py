@@ -56,6 +56,10 @@ MOVED = {
     "ems_layout_backup_etc_dir": "/etc/kp-backup",
     "ems_layout_backup_dump_dir": "/srv/kp/backup-staging",
     "ems_layout_backup_script": "/usr/local/sbin/kp-backup",
+    "ems_layout_backup_repo_dir": "/kp-restic",
+    "ems_layout_backup_keys_dir": "/etc/ssh/kp-backup-keys",
+    "ems_layout_backup_generations_script": "/usr/local/sbin/kp-backup-generations",
+    "ems_layout_backup_generations_unit": "kp-backup-generations",
 }
 SITE_HOSTS = ("ems-app", "ems-db", "ems-gw1", "meters", "backup")
 ENGINEER_FILE = "engineer-notes.txt"
